@@ -1,0 +1,3 @@
+from defectcam.modeling.classifier import ClassifierOutput, DefectClassifier
+
+__all__ = ["ClassifierOutput", "DefectClassifier"]

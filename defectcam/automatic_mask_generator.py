@@ -1,0 +1,143 @@
+"""Defect maps -> instance proposals, for every loaded classifier: the library's front door.
+
+    proposer = DefectProposer.from_weights("weights/")
+    proposals = proposer.propose(rgb_uint8_image, iterations=2)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectcam.predictor import DefectMap, DefectMapPredictor
+from defectcam.utils.masks import Proposal, binarize_map, close_mask, mask_to_proposals
+from defectcam.weights import find_weights, load_weights
+
+#: The most AdvCAM steps one call may ask for: each costs a forward and a backward per tile.
+MAX_ITERATIONS = 32
+
+
+@dataclass
+class ProposalResult:
+    """Proposals of one image, with the maps they came from and the time per defect."""
+
+    proposals: list[Proposal]
+    maps: dict[str, DefectMap] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class DefectProposer:
+    """One :class:`DefectMapPredictor` per defect, plus post-processing into proposals."""
+
+    def __init__(self, predictors: Sequence[DefectMapPredictor]) -> None:
+        if not predictors:
+            raise ValueError("DefectProposer needs at least one classifier")
+        self.predictors = {p.metadata.label: p for p in predictors}
+        if len(self.predictors) != len(predictors):
+            raise ValueError("two classifiers share a label")
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: str | Path | Sequence[str | Path],
+        device: str | torch.device | None = None,
+        tile_batch: int | None = None,
+        precision: str = "fp32",
+    ) -> DefectProposer:
+        """Load every ``*.safetensors`` of a directory (or the listed files)."""
+        found = find_weights(weights if isinstance(weights, (str, Path)) else list(weights))
+        predictors = []
+        for path in found.values():
+            model, metadata = load_weights(path)
+            predictors.append(
+                DefectMapPredictor(model, metadata, device, tile_batch=tile_batch,
+                                   precision=precision)
+            )
+        return cls(predictors)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.predictors)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.predictors.values())).device
+
+    def check_labels(self, labels: Sequence[str] | None) -> list[str]:
+        if labels is None:
+            return list(self.predictors)
+        unknown = [lab for lab in labels if lab not in self.predictors]
+        if unknown:
+            raise ValueError(f"unknown labels {unknown}; this model knows {list(self.labels)}")
+        return list(dict.fromkeys(labels))
+
+    def propose(
+        self,
+        image: np.ndarray,
+        iterations: int | None = None,
+        cam_threshold: float | None = None,
+        labels: Sequence[str] | None = None,
+        screen: bool | float = False,
+        min_confidence: float = 0.0,
+    ) -> list[Proposal]:
+        """Proposals for ``image`` ((H, W, 3) uint8 RGB); see :meth:`propose_detailed`."""
+        return self.propose_detailed(
+            image, iterations, cam_threshold, labels, screen, min_confidence
+        ).proposals
+
+    def propose_detailed(
+        self,
+        image: np.ndarray,
+        iterations: int | None = None,
+        cam_threshold: float | None = None,
+        labels: Sequence[str] | None = None,
+        screen: bool | float = False,
+        min_confidence: float = 0.0,
+        progress: Callable[[int], None] | None = None,
+    ) -> ProposalResult:
+        """Maps and proposals.
+
+        iterations: AdvCAM steps T (None: each classifier's recommended value; 0: Grad-CAM).
+        cam_threshold: binarisation threshold on the normalised map (None: recommended, 0.1).
+        screen: skip the climb on tiles the classifier calls negative (True: p < 0.5, or a
+            probability threshold).
+        min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
+
+        A proposal's confidence is the classifier's probability for the tile that holds the
+        proposal's strongest pixel: how sure the model is that this region shows the defect.
+        """
+        if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
+            raise ValueError(f"iterations must be within 0..{MAX_ITERATIONS}, got {iterations}")
+        if cam_threshold is not None and not 0.0 <= cam_threshold < 1.0:
+            raise ValueError(f"cam_threshold must be within [0, 1), got {cam_threshold}")
+        screen_threshold = (0.5 if screen is True else float(screen)) if screen else None
+        result = ProposalResult(proposals=[])
+        for label in self.check_labels(labels):
+            predictor = self.predictors[label]
+            start = time.perf_counter()
+            defect_map = predictor.predict(image, iterations, screen_threshold, progress=progress)
+            proposals = self.map_to_proposals(defect_map, cam_threshold)
+            result.proposals.extend(p for p in proposals if p.confidence >= min_confidence)
+            result.maps[label] = defect_map
+            result.seconds[label] = time.perf_counter() - start
+        return result
+
+    def map_to_proposals(
+        self, defect_map: DefectMap, cam_threshold: float | None = None
+    ) -> list[Proposal]:
+        """Threshold, close, split into components, drop small ones (method.md section 5)."""
+        m = self.predictors[defect_map.label].metadata
+        threshold = m.cam_threshold if cam_threshold is None else cam_threshold
+        binary = close_mask(binarize_map(defect_map.cam_map, threshold), m.closing_size)
+        return mask_to_proposals(
+            binary,
+            defect_map.label,
+            m.min_area,
+            score_map=defect_map.cam_map,
+            confidence_fn=lambda y, x, peak: defect_map.probability_at(y, x),
+        )

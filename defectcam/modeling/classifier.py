@@ -1,0 +1,76 @@
+"""The defect classifier: smp U-Net on two ResNet34 blocks + GAP/linear head on the decoder.
+
+Because the head is global average pooling followed by one linear layer on the decoder output
+A (C x H x W), Grad-CAM's channel weights are the head's weights divided by H*W. The CAM is
+therefore a 1x1 convolution of A with those weights, computed in the same forward pass with
+no backward (method.md section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENCODER_NAME = "resnet34"
+ENCODER_DEPTH = 3
+DECODER_CHANNELS = (64, 32, 16)
+#: Input height and width must be multiples of this (smp checks 2**encoder_depth).
+INPUT_MULTIPLE = 2**ENCODER_DEPTH
+
+
+@dataclass
+class ClassifierOutput:
+    """``logit``: (B,) one defect logit per image/tile.
+
+    ``cam``: (B, H, W) the Grad-CAM map ``ReLU(sum_k w_k A_k)`` at input resolution. It is
+    Grad-CAM multiplied by H*W, which makes it independent of the tile size (maps of tiles of
+    different sizes stay comparable); the normaliser removes the constant anyway.
+    """
+
+    logit: torch.Tensor
+    cam: torch.Tensor
+
+
+class DefectClassifier(nn.Module):
+    """Binary classifier for one defect type whose forward pass also yields its CAM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        unet = smp.Unet(
+            ENCODER_NAME,
+            encoder_depth=ENCODER_DEPTH,
+            decoder_channels=DECODER_CHANNELS,
+            encoder_weights=None,  # nothing may be downloaded; ImageNet stats are hard-coded
+            classes=1,
+        )
+        # Stride 1 in the first convolution: the decoder output has the input's resolution,
+        # and fewer downsamplings give sharper, sparser CAMs (paper, Fig. 4).
+        unet.encoder.conv1.stride = (1, 1)
+        # encoder_depth=3 never runs layer3/layer4; dropping them keeps them out of the weights.
+        del unet.encoder.layer3, unet.encoder.layer4
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        self.head = nn.Linear(DECODER_CHANNELS[-1], 1)
+
+    def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        """A: the decoder output (B, 16, H, W), on which both the logit and the CAM sit."""
+        return self.decoder(self.encoder(x))
+
+    def forward(self, x: torch.Tensor) -> ClassifierOutput:
+        height, width = x.shape[-2:]
+        if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+            raise ValueError(
+                f"input {height}x{width} must have sides divisible by {INPUT_MULTIPLE}"
+            )
+        features = self.decoder_features(x)
+        return self.head_outputs(features)
+
+    def head_outputs(self, features: torch.Tensor) -> ClassifierOutput:
+        logit = self.head(features.mean(dim=(2, 3))).squeeze(1)
+        weight = self.head.weight[:, :, None, None]  # (1, C, 1, 1)
+        cam = F.relu(F.conv2d(features, weight)).squeeze(1)
+        return ClassifierOutput(logit=logit, cam=cam)

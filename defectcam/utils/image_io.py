@@ -1,0 +1,169 @@
+"""Request images -> RGB uint8 arrays, exactly as CVAT displays the frame.
+
+Everything a client can get wrong raises :class:`ImageInputError` with an HTTP status and a
+message naming the problem; nothing here logs or prints.
+
+EXIF orientation: CVAT bakes it into the frames it stores (``cvat/apps/engine/
+media_extractors.py``: ``ZipChunkWriter.save_as_chunk`` and ``IChunkWriter._compress_image``
+call ``PIL.ImageOps.exif_transpose`` before saving, and frame sizes come from
+``image_size_within_orientation``), so the frame CVAT sends a function is already upright and
+its annotations live in that upright frame. Applying ``exif_transpose`` here is therefore a
+no-op for CVAT's bytes and gives other clients (who may send the raw camera file) the very
+same coordinates CVAT would show.
+
+Modes follow CVAT's conversion too: ``convert("RGB")`` (alpha is dropped, palette and CMYK
+expanded, grey replicated); 16-bit and 32-bit grey are min-max scaled to 8 bits first because
+Pillow would clip them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Default pixel limit (width x height): 40 MP covers 5K x 5K (26 MP) and 6000 x 6000.
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "DEFECTCAM_MAX_PIXELS"
+#: Smallest accepted side: the classifier works on 8-pixel cells; a thinner image is no photo.
+MIN_SIDE = 8
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class ImageInputError(ValueError):
+    """A client-side problem with the image; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class DecodedImage:
+    """``rgb``: (H, W, 3) uint8, upright; ``source_mode``/``format``: what the client sent;
+    ``orientation``: the EXIF orientation that was applied (1 = none)."""
+
+    rgb: np.ndarray
+    source_mode: str
+    format: str
+    orientation: int
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def max_pixels_from_env(default: int = DEFAULT_MAX_PIXELS) -> int:
+    """``DEFECTCAM_MAX_PIXELS`` as a positive int (a bad value is a deployment error)."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from exc
+    if value <= 0:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be positive, got {value}")
+    return value
+
+
+def decode_base64(text: str) -> bytes:
+    """Strict base64 (a ``data:image/...;base64,`` prefix and line breaks are tolerated)."""
+    text = _DATA_URL.sub("", text.strip(), count=1)
+    text = "".join(text.split())
+    if not text:
+        raise ImageInputError("'image' is empty; expected the base64 of a JPEG or PNG file")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageInputError(f"'image' is not valid base64 ({exc})") from exc
+    if not data:
+        raise ImageInputError("'image' decodes to zero bytes")
+    return data
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Image file bytes -> upright RGB uint8, checking size before decoding any pixel."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise _too_large_error(None, max_pixels) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(
+            f"'image' is not a readable image file ({len(data)} bytes; "
+            "expected the base64 of a JPEG or PNG file)"
+        ) from exc
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _too_large_error((width, height), max_pixels)
+        if min(width, height) < MIN_SIDE:
+            raise ImageInputError(
+                f"image is {width}x{height} pixels; both sides must be at least {MIN_SIDE}"
+            )
+        source_mode, fmt = image.mode, image.format or "unknown"
+        try:
+            image.load()
+        except Image.DecompressionBombError as exc:
+            raise _too_large_error((width, height), max_pixels) from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageInputError(
+                f"image data is truncated or corrupt ({fmt} {width}x{height}: {exc})"
+            ) from exc
+        orientation = _orientation(image)
+        upright = _exif_transpose(image)
+        rgb = _to_rgb_array(upright)
+    return DecodedImage(rgb=rgb, source_mode=source_mode, format=fmt, orientation=orientation)
+
+
+def decode_base64_image(text: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    return decode_image(decode_base64(text), max_pixels=max_pixels)
+
+
+def _too_large_error(size: tuple[int, int] | None, max_pixels: int) -> ImageInputError:
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "too many pixels"
+    return ImageInputError(
+        f"image is too large ({what}); the limit is {max_pixels} pixels "
+        f"(set by {MAX_PIXELS_ENV})",
+        status=413,
+    )
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+        return int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # broken EXIF is ignored, like an absent tag
+        return 1
+
+
+def _exif_transpose(image: Image.Image) -> Image.Image:
+    """``ImageOps.exif_transpose`` (what CVAT applies); a broken EXIF block means "upright"."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # malformed EXIF must not turn a good photo into an error
+        return image
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
+        image = Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

@@ -1,0 +1,179 @@
+"""Weights on disk: one ``<label>.safetensors`` per defect plus a ``<label>.json`` sidecar.
+
+Nothing is ever unpickled: tensors come from safetensors, settings from JSON. The JSON carries
+the SHA-256 of the tensor file so that a sidecar from another training run is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from defectcam.build import IMAGENET_MEAN, IMAGENET_STD, build_classifier
+from defectcam.modeling import DefectClassifier
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "defectcam-classifier"
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, truncated, or does not match the model or its sidecar."""
+
+
+@dataclass
+class WeightsMetadata:
+    """Everything needed to use a classifier the way it was validated.
+
+    Defaults are the method's: CAM threshold 0.1 (paper), AdvCAM T=2 steps, xi=0.08 and
+    tau=0.5 (official AdvCAM); ``lam`` weighs the salient-region regulariser, which here is a
+    *mean* over pixels (official: lambda=7 on a stride-16 *sum*).
+    """
+
+    label: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    tile_size: int = 512
+    tile_overlap: int = 128
+    iterations: int = 2
+    cam_threshold: float = 0.1
+    xi: float = 0.08
+    tau: float = 0.5
+    lam: float = 7.0
+    closing_size: int = 5
+    min_area: int = 64
+    #: Typical CAM peak on a true defect (calibrated after training, 0 = unknown). The map
+    #: is divided by max(image peak, cam_scale * (T+1)), so a defect-free image is not
+    #: stretched until its noise looks like a defect.
+    cam_scale: float = 0.0
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    sha256: str = ""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict, source: Path) -> WeightsMetadata:
+        if not isinstance(data, dict) or "label" not in data:
+            raise WeightsError(f"{source}: metadata must be a JSON object with a 'label'")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WeightsError(f"{source}: unknown metadata keys {unknown}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise WeightsError(
+                f"{source}: format_version {version} is not supported (expected {FORMAT_VERSION})"
+            )
+        data = dict(data)
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(float(v) for v in data[key])
+        return cls(**data)
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(model: DefectClassifier, metadata: WeightsMetadata, path: str | Path) -> Path:
+    """Write ``path`` (.safetensors) and its JSON sidecar; returns the tensor file's path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: weights files end in .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT_NAME, "label": metadata.label})
+    metadata.sha256 = file_sha256(path)
+    sidecar_path(path).write_text(json.dumps(metadata.to_json(), indent=2) + "\n")
+    return path
+
+
+def read_metadata(path: str | Path) -> WeightsMetadata:
+    """The sidecar of a weights file, validated (without touching the tensors)."""
+    side = sidecar_path(Path(path))
+    if not side.is_file():
+        raise WeightsError(f"{side}: metadata file is missing (expected next to {path})")
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{side}: not valid JSON ({exc})") from exc
+    try:
+        return WeightsMetadata.from_json(data, side)
+    except TypeError as exc:
+        raise WeightsError(f"{side}: bad metadata ({exc})") from exc
+
+
+def load_weights(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[DefectClassifier, WeightsMetadata]:
+    """Load a classifier in eval mode, never unpickling; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    metadata = read_metadata(path)
+    if metadata.sha256 and metadata.sha256 != file_sha256(path):
+        raise WeightsError(
+            f"{path}: checksum differs from {sidecar_path(path).name} "
+            "(truncated file, or the sidecar belongs to other weights)"
+        )
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    model = build_classifier()
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path}: tensors do not match the defectcam classifier "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise WeightsError(
+                f"{path}: tensor {key} has shape {tuple(value.shape)}, "
+                f"expected {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), metadata
+
+
+def find_weights(source: str | Path | list[str | Path]) -> dict[str, Path]:
+    """Map label -> weights file, from a directory of ``*.safetensors`` or a list of files."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        paths = sorted(Path(source).glob("*.safetensors"))
+        if not paths:
+            raise WeightsError(f"{source}: no *.safetensors weights in this directory")
+    elif isinstance(source, (str, Path)):
+        paths = [Path(source)]
+    else:
+        paths = [Path(p) for p in source]
+    found: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file not found")
+        label = read_metadata(path).label
+        if label in found:
+            raise WeightsError(f"{path}: label {label!r} already provided by {found[label]}")
+        found[label] = path
+    return found
