@@ -136,8 +136,7 @@ def decode_base64_image(text: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Deco
 def _too_large_error(size: tuple[int, int] | None, max_pixels: int) -> ImageInputError:
     what = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "too many pixels"
     return ImageInputError(
-        f"image is too large ({what}); the limit is {max_pixels} pixels "
-        f"(set by {MAX_PIXELS_ENV})",
+        f"image is too large ({what}); the limit is {max_pixels} pixels (set by {MAX_PIXELS_ENV})",
         status=413,
     )
 

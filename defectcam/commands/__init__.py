@@ -1,0 +1,1 @@
+"""Subcommands of the `defectcam` console script, one module each."""

@@ -1,0 +1,148 @@
+"""``defectcam simulate``, ``defectcam train`` and ``defectcam calibrate``: clicks -> weights."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Subset
+
+from defectcam.data import DEFECTS, NEGATIVE_LABEL
+from defectcam.data.crops import ClickCropDataset, build_crop_set
+from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
+from defectcam.data.simulate import simulate_clicks
+from defectcam.data.sources import pairs_for_defect, shared_data_root, split_source
+from defectcam.training.calibrate import calibrate_cam_scale
+from defectcam.training.loop import TrainConfig, train_classifier
+from defectcam.weights import WeightsMetadata, load_weights, save_weights
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="simulate an annotator's clicks on data with masks")
+    p.add_argument("--defect", required=True, choices=DEFECTS)
+    p.add_argument("--split", choices=("train", "val", "all"), default="train")
+    p.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--negatives-per-image", type=int, default=5)
+    p.add_argument("--min-distance", type=float, default=96.0,
+                   help="negative clicks at least this far (px) from any defect")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="training crop size: negatives go only where their crops hold no defect")
+    p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
+    p.set_defaults(func=run_simulate)
+
+    t = sub.add_parser("train", help="train one defect classifier from CVAT click exports")
+    t.add_argument("--defect", required=True, help="label of the positive clicks")
+    t.add_argument("--clicks", type=Path, nargs="+", required=True,
+                   help="CVAT for images 1.1 XML export(s); several are merged")
+    t.add_argument("--images", type=Path, required=True,
+                   help="folder the export's image names are relative to")
+    t.add_argument("--out", type=Path, required=True,
+                   help="weights file (.safetensors) or folder (then <defect>.safetensors)")
+    t.add_argument("--negative-label", default=NEGATIVE_LABEL)
+    t.add_argument("--resume", type=Path, default=None,
+                   help="start from these weights (fine-tuning with new clicks)")
+    t.add_argument("--crop-size", type=int, default=320)
+    t.add_argument("--crops-per-click", type=int, default=5)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--micro-batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=1e-2)
+    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--holdout", type=float, default=0.15,
+                   help="fraction of the clicked images held apart for validation F1")
+    t.add_argument("--max-holdout-crops", type=int, default=512,
+                   help="validate on at most this many held-apart crops (a seeded sample)")
+    t.add_argument("--tile-size", type=int, default=512, help="recommended inference tile")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None)
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=run_train)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    root = shared_data_root(args.data_root)
+    pairs = pairs_for_defect(args.defect, root)
+    if not pairs:
+        raise FileNotFoundError(f"no images with {args.defect} masks under {root}")
+    train, val = split_source(pairs, args.val_fraction, args.seed)
+    chosen = {"train": train, "val": val, "all": train + val}[args.split]
+    annotations = simulate_clicks(chosen, args.defect, args.seed,
+                                  negatives_per_image=args.negatives_per_image,
+                                  min_distance=args.min_distance, crop_size=args.crop_size,
+                                  path=args.out)
+    shapes = [s for im in annotations.images for s in im.shapes]
+    positives = sum(s.label == args.defect for s in shapes)
+    print(f"{args.out}: {len(annotations.images)} images, {positives} {args.defect} clicks, "
+          f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks")
+    return 0
+
+
+def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, set]:
+    """Split image names (not crops) so that no image feeds both fitting and validation."""
+    ranked = sorted(set(names), key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).digest())
+    n_val = max(1, round(len(ranked) * fraction)) if fraction > 0 and len(ranked) > 1 else 0
+    return set(ranked[n_val:]), set(ranked[:n_val])
+
+
+def run_train(args: argparse.Namespace) -> int:
+    clicks = []
+    for path in args.clicks:
+        clicks += clicks_from_annotations(read_cvat_xml(path), args.defect, args.negative_label)
+    if not any(len(c.positives) for c in clicks):
+        raise ValueError(f"no {args.defect!r} clicks in {[str(p) for p in args.clicks]}")
+    crops = build_crop_set(clicks, args.images, crop_size=args.crop_size,
+                           crops_per_click=args.crops_per_click, seed=args.seed)
+    fit_names, val_names = holdout_split(crops.names, args.holdout, args.seed)
+    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
+    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
+    if args.max_holdout_crops and len(val_idx) > args.max_holdout_crops:
+        rng = np.random.default_rng(args.seed)
+        val_idx = sorted(rng.choice(val_idx, args.max_holdout_crops, replace=False).tolist())
+    train_set = Subset(ClickCropDataset(crops, augment=True, seed=args.seed, layout="hwc"),
+                       fit_idx)
+    train_set.set_epoch = train_set.dataset.set_epoch  # keep per-epoch augmentation seeding
+    val_set = Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
+    out = args.out / f"{args.defect}.safetensors" if args.out.suffix == "" else args.out
+    labels = crops.labels
+    metadata = WeightsMetadata(label=args.defect, tile_size=args.tile_size)
+    if args.resume is not None:
+        previous = load_weights(args.resume)[1]
+        metadata = WeightsMetadata(**{**previous.to_json(), "training": {}, "metrics": {},
+                                      "sha256": "", "mean": previous.mean, "std": previous.std})
+    metadata.training = {
+        "clicks": [str(p) for p in args.clicks],
+        "images": str(args.images),
+        "images_clicked": len({c.name for c in clicks}),
+        "positive_clicks": int(sum(len(c.positives) for c in clicks)),
+        "negative_clicks": int(sum(len(c.negatives) for c in clicks)),
+        "crops": {"total": len(labels), "positive": int(labels.sum()),
+                  "fit": len(fit_idx), "holdout": len(val_idx),
+                  "size": args.crop_size, "per_click": args.crops_per_click},
+        "resumed_from": str(args.resume) if args.resume else None,
+    }
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                         micro_batch=args.micro_batch, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                         precision=args.precision,
+                         max_steps_per_epoch=args.max_steps_per_epoch,
+                         progress=not args.no_progress)
+    print(f"{args.defect}: {len(fit_idx)} crops to fit, {len(val_idx)} held apart "
+          f"({metadata.training['positive_clicks']} positive clicks on "
+          f"{metadata.training['images_clicked']} images)")
+    result = train_classifier(train_set, val_set, metadata, out, config,
+                              init_weights=args.resume)
+    model, best = load_weights(out)
+    positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
+    best.cam_scale = calibrate_cam_scale(model, positives, best)
+    save_weights(model, best, out)
+    print(json.dumps({"weights": str(out), "best_val_f1": round(result.best_f1, 4),
+                      "best_epoch": result.best_epoch, "cam_scale": round(best.cam_scale, 4),
+                      "seconds": round(result.seconds, 1), "device": result.device}))
+    return 0

@@ -1,0 +1,227 @@
+"""Simulate the annotator on images with ground-truth masks (method.md section 1).
+
+One positive click per connected component of the defect's mask (a random pixel of it),
+and negative clicks on pixels at least ``min_distance`` px from any defect pixel. The result
+is a :class:`CvatAnnotations` (``points`` shapes, ``source="manual"``), so simulated and
+real annotations go through the same reader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from defectcam.data import NEGATIVE_LABEL
+from defectcam.data.cvat_xml import (
+    CvatAnnotations,
+    CvatImage,
+    CvatShape,
+    defect_labels,
+    write_cvat_xml,
+)
+from defectcam.data.sources import ImagePair, load_defect_mask
+
+
+@dataclass
+class SimulatedClicks:
+    positives: np.ndarray  # (N, 2) x,y integer pixel coordinates
+    negatives: np.ndarray  # (M, 2)
+
+
+def _block_any(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Downsample by ``factor`` keeping a block True if any of its pixels is."""
+    h, w = mask.shape
+    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
+    padded = np.zeros((hp, wp), dtype=bool)
+    padded[:h, :w] = mask
+    return padded.reshape(hp // factor, factor, wp // factor, factor).any(axis=(1, 3))
+
+
+def positive_clicks(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    min_area: int = 16,
+    max_clicks: int | None = None,
+) -> np.ndarray:
+    """One random pixel per 8-connected component of ``mask`` with ``min_area``+ pixels.
+
+    With ``max_clicks`` the largest components are kept. Rows come in component order
+    (top-to-bottom scan), as ``(N, 2)`` int x,y.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= max(min_area, 1)) + 1
+    if max_clicks is not None and keep.size > max_clicks:
+        largest = np.argsort(-areas[keep - 1], kind="stable")[:max_clicks]
+        keep = np.sort(keep[largest])
+    if keep.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    flat = labels.ravel()
+    fg = np.flatnonzero(flat)
+    order = np.argsort(flat[fg], kind="stable")
+    fg = fg[order]
+    # fg is grouped by component label; starts[k] is where label k begins
+    starts = np.searchsorted(flat[fg], np.arange(1, count + 1))
+    w = mask.shape[1]
+    clicks = []
+    for k in keep:
+        begin, end = starts[k - 1], starts[k]
+        index = fg[begin + int(rng.integers(end - begin))]
+        clicks.append((index % w, index // w))
+    return np.asarray(clicks, dtype=np.int64)
+
+
+def _crops_clear(small: np.ndarray, factor: int, height: int, width: int, size: int,
+                 jitter: int) -> np.ndarray:
+    """Per block: True when no negative crop that ``crops.negative_windows`` may cut around
+    any pixel of the block (centred, +-jitter, clamped; whole axis when padded) holds a
+    defect block. Conservative: a block counts as defect if any of its pixels is."""
+    jitter = int(min(jitter, size // 2 - 1))
+    integral = cv2.integral(small.astype(np.uint8))
+
+    def block_span(blocks: int, extent: int) -> tuple[np.ndarray, np.ndarray]:
+        start = np.arange(blocks) * factor
+        end = np.minimum(start + factor - 1, extent - 1)
+        if extent <= size:  # crops.pad_to pads this axis: a crop spans all of it
+            lo, hi = np.zeros(blocks, np.int64), np.full(blocks, extent - 1)
+        else:
+            lo = np.clip(start - size // 2 - jitter, 0, extent - size)
+            hi = np.clip(end - size // 2 + jitter, 0, extent - size) + size - 1
+        return lo // factor, hi // factor + 1
+
+    x0, x1 = block_span(small.shape[1], width)
+    y0, y1 = block_span(small.shape[0], height)
+    inside = (integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0]
+              + integral[y0][:, x0])
+    return inside == 0
+
+
+def negative_clicks(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    count: int = 5,
+    min_distance: float = 64.0,
+    max_side: int = 1024,
+    crop_size: int | None = None,
+    crop_jitter: int | None = None,
+) -> np.ndarray:
+    """Up to ``count`` random pixels at least ``min_distance`` px from every defect pixel.
+
+    With ``crop_size`` also only where every negative crop that ``build_crop_set`` may cut
+    around the click (``crop_jitter``, default crop_size // 8, as there) is defect-free:
+    a bare distance leaves defects inside most crops of crack photos. The distance
+    transform runs on a copy downsampled to ``max_side`` (any-pooling, so no defect pixel
+    is lost) with a margin that keeps the guarantee exact at full size.
+    """
+    h, w = mask.shape
+    if count <= 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    factor = max(1, math.ceil(max(h, w) / max_side))
+    small = _block_any(mask, factor) if factor > 1 else mask.astype(bool)
+    if small.any():
+        dist = cv2.distanceTransform(
+            (~small).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
+        )
+        # pixels of two blocks whose centres are d blocks apart are >= (d - sqrt2) * factor
+        # apart at full size: subtract that slack so the full-size guarantee holds
+        slack = math.sqrt(2) if factor > 1 else 0.0
+        free = (dist - slack) * factor >= min_distance
+    else:
+        free = np.ones_like(small, dtype=bool)
+    if crop_size is not None:
+        jitter = crop_size // 8 if crop_jitter is None else crop_jitter
+        free &= _crops_clear(small, factor, h, w, crop_size, jitter)
+    cells = np.flatnonzero(free)
+    if cells.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    chosen = rng.choice(cells, size=min(count, cells.size), replace=False)
+    sw = small.shape[1]
+    xs = (chosen % sw) * factor + rng.integers(0, factor, chosen.size)
+    ys = (chosen // sw) * factor + rng.integers(0, factor, chosen.size)
+    # blocks on the right/bottom edge may extend past the image
+    xs, ys = np.minimum(xs, w - 1), np.minimum(ys, h - 1)
+    return np.stack([xs, ys], axis=1).astype(np.int64)
+
+
+def simulate_image(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    min_area: int = 16,
+    max_positives: int | None = None,
+    negatives: int = 5,
+    min_distance: float = 64.0,
+    max_side: int = 1024,
+    crop_size: int | None = None,
+    crop_jitter: int | None = None,
+) -> SimulatedClicks:
+    """The clicks an annotator would give on one image whose defect mask is ``mask``."""
+    return SimulatedClicks(
+        positive_clicks(mask, rng, min_area, max_positives),
+        negative_clicks(mask, rng, negatives, min_distance, max_side, crop_size, crop_jitter),
+    )
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """Upright (width, height), as CVAT shows the frame (it applies EXIF orientation, and so
+    does ``cv2.imread`` in ``crops.read_rgb``); reads the header only."""
+    with Image.open(path) as im:
+        width, height = im.size
+        # orientations 5-8 turn the picture by 90 degrees
+        return (height, width) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (width, height)
+
+
+def simulate_clicks(
+    pairs: Sequence[ImagePair],
+    defect: str,
+    seed: int = 0,
+    *,
+    min_area: int = 16,
+    max_positives: int | None = None,
+    negatives_per_image: int = 5,
+    min_distance: float = 64.0,
+    max_side: int = 1024,
+    crop_size: int | None = None,
+    crop_jitter: int | None = None,
+    negative_label: str = NEGATIVE_LABEL,
+    path: str | Path | None = None,
+) -> CvatAnnotations:
+    """Simulated click annotations for ``defect`` on ``pairs`` (one CVAT image each).
+
+    Pass the training ``crop_size`` (and ``crop_jitter`` if not the default) to keep
+    defects out of every negative crop (see :func:`negative_clicks`).
+
+    Each image gets its own generator seeded by (seed, index), so one image's clicks do
+    not depend on the others'. With ``path`` the result is also written as CVAT XML.
+    """
+    images = []
+    for index, pair in enumerate(pairs):
+        mask = load_defect_mask(pair, defect)
+        width, height = _image_size(pair.image)
+        if (height, width) != mask.shape:
+            raise ValueError(f"{pair.image}: image {width}x{height} but mask "
+                             f"{mask.shape[1]}x{mask.shape[0]}")
+        rng = np.random.default_rng([seed, index])
+        clicks = simulate_image(mask, rng, min_area=min_area, max_positives=max_positives,
+                                negatives=negatives_per_image, min_distance=min_distance,
+                                max_side=max_side, crop_size=crop_size,
+                                crop_jitter=crop_jitter)
+        shapes = [
+            CvatShape("points", label, np.asarray([xy], dtype=np.float64), source="manual")
+            for label, pts in ((defect, clicks.positives), (negative_label, clicks.negatives))
+            for xy in pts
+        ]
+        images.append(CvatImage(index, pair.name, width, height, shapes))
+    annotations = CvatAnnotations(defect_labels(negative_label), images,
+                                  {"name": f"simulated {defect} clicks (seed {seed})"})
+    if path is not None:
+        write_cvat_xml(annotations, path)
+    return annotations

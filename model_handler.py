@@ -1,0 +1,56 @@
+"""The model side of the Nuclio function: owns the proposer, turns proposals into CVAT shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from defectcam.automatic_mask_generator import DefectProposer
+from defectcam.labels import LABEL_NAMES
+from defectcam.utils.cvat import proposal_to_cvat_shape
+
+
+class ModelHandler:
+    """One proposer (all defect classifiers) loaded once per Nuclio worker.
+
+    Not thread-safe by design: Nuclio gives each worker its own ``init_context`` and sends it
+    one event at a time; ``defectcam serve`` does the same with one instance per worker.
+    """
+
+    def __init__(
+        self, weights: str | Path, device: str | None = None, precision: str = "fp32"
+    ) -> None:
+        self.proposer = DefectProposer.from_weights(weights, device=device, precision=precision)
+        self.labels: tuple[str, ...] = tuple(self.proposer.labels)
+        foreign = [name for name in self.labels if name not in LABEL_NAMES]
+        if foreign:
+            # CVAT silently drops shapes whose label is not in the function spec.
+            raise ValueError(
+                f"weights in {weights} have labels {foreign} that the function spec "
+                f"(defectcam/labels.py: {list(LABEL_NAMES)}) does not list"
+            )
+
+    def infer(
+        self,
+        image: np.ndarray,
+        *,
+        threshold: float,
+        output: str = "polygon",
+        labels: list[str] | None = None,
+        iterations: int | None = None,
+        cam_threshold: float | None = None,
+        screen: bool | None = None,
+    ) -> list[dict]:
+        """CVAT shapes for the proposals whose confidence reaches ``threshold``."""
+        options: dict = {"min_confidence": threshold}
+        if labels is not None:
+            options["labels"] = list(labels)
+        if iterations is not None:
+            options["iterations"] = iterations
+        if cam_threshold is not None:
+            options["cam_threshold"] = cam_threshold
+        if screen is not None:
+            options["screen"] = screen
+        proposals = self.proposer.propose(image, **options)
+        return [proposal_to_cvat_shape(p, output) for p in proposals]

@@ -1,0 +1,86 @@
+"""Helpers shared by the Nuclio-function tests (handler, HTTP server, yaml)."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from defectcam.build import build_classifier
+from defectcam.labels import LABEL_NAMES
+from defectcam.utils.cvat import decode_cvat_mask
+from defectcam.utils.masks import polygon_to_mask
+from defectcam.weights import WeightsMetadata, save_weights
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_untrained_weights(directory: Path, tile_size: int = 128, overlap: int = 16) -> Path:
+    """One seeded, untrained classifier per label; small tiles keep CPU tests fast."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, label in enumerate(LABEL_NAMES):
+        torch.manual_seed(1234 + index)
+        model = build_classifier()
+        metadata = WeightsMetadata(
+            label=label, tile_size=tile_size, tile_overlap=overlap, iterations=1, min_area=16
+        )
+        save_weights(model, metadata, directory / f"{label}.safetensors")
+    return directory
+
+
+def load_main(instance: str = "test"):
+    """``main.py`` by file path, as Nuclio and ``defectcam serve`` load it."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    name = f"defectcam_test_main_{instance}"
+    spec = importlib.util.spec_from_file_location(name, REPO / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **save_options) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_options)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def file_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def check_shapes(shapes, width: int, height: int, output: str = "polygon") -> None:
+    """Every shape valid per shared/docs/cvat-contract.md ("The answer")."""
+    assert isinstance(shapes, list)
+    for shape in shapes:
+        assert shape["label"] in LABEL_NAMES, shape["label"]
+        assert shape["type"] == output
+        points = shape["points"]
+        assert len(points) % 2 == 0 and len(points) >= 6, len(points)
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in points)
+        xy = np.asarray(points, dtype=float).reshape(-1, 2)
+        assert (xy[:, 0] >= 0).all() and (xy[:, 0] <= width - 1).all()
+        assert (xy[:, 1] >= 0).all() and (xy[:, 1] <= height - 1).all()
+        assert 0.0 <= float(shape["confidence"]) <= 1.0
+        if output == "mask":
+            values = shape["mask"]
+            assert all(v in (0, 1) for v in values[:-4])
+            x1, y1, x2, y2 = values[-4:]
+            assert 0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height
+            assert len(values) - 4 == (x2 - x1 + 1) * (y2 - y1 + 1)
+            mask = decode_cvat_mask(values, height, width)
+            assert mask.any()
+            # The polygon traces the mask's outer contour: rasterised, it covers the mask's
+            # pixels (holes aside) and stays inside the mask's box.
+            filled = polygon_to_mask(xy, height, width)
+            assert (mask & ~filled).sum() <= 0.02 * mask.sum() + 4
+            ys, xs = np.nonzero(filled)
+            assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1
+            assert ys.min() >= y1 - 1 and ys.max() <= y2 + 1
