@@ -1,16 +1,22 @@
 """Nuclio entry points of the defectcam CVAT detector: ``init_context`` and ``handler``.
 
 Request (JSON object; CVAT sends only ``image`` and sometimes ``threshold``):
-    image          str, required   base64 of the frame file (JPEG, PNG, ...)
+    image          str, required   base64 of the frame file (a data: URL prefix is tolerated)
     threshold      number in [0,1] confidence a proposal needs to be returned
                                    (default DEFECTCAM_CONFIDENCE_THRESHOLD, 0.5)
     iterations     int in [0, DEFECTCAM_MAX_ITERATIONS]   AdvCAM steps (default: the weights')
     labels         list of label names, a non-empty subset of the loaded defects
     output         "polygon" (default) or "mask"
-    cam_threshold  number in (0,1)   CAM binarisation threshold (default: the weights')
-    screen         bool            skip climbing on tiles the classifier calls defect-free
-Unknown keys are ignored. Answer: 200 with a JSON list of CVAT shapes; 400/413 with
-``{"error": ...}`` naming the problem; 500/503 with a short message (traceback in the log).
+    cam_threshold  number in (0,1)  CAM binarisation threshold (default: the weights')
+    screen         bool            climb only on tiles the classifier calls defective
+Unknown keys are ignored. Answer: 200 with a JSON list of CVAT shapes; 400 (bad request) or
+413 (image over DEFECTCAM_MAX_PIXELS) with ``{"error": ..., "key": ...}`` naming the problem;
+500 (bug) or 503 (out of memory) with a short message, the traceback only in the log.
+
+Environment: DEFECTCAM_WEIGHTS (weights folder, default ``weights/`` next to this file),
+DEFECTCAM_DEVICE (cpu, cuda, cuda:N; default auto), DEFECTCAM_PRECISION (fp32, bf16, fp16;
+CUDA only for the latter two), DEFECTCAM_MAX_PIXELS, DEFECTCAM_MAX_ITERATIONS,
+DEFECTCAM_CONFIDENCE_THRESHOLD.
 """
 
 from __future__ import annotations

@@ -86,6 +86,13 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """``defectcam.cli``'s convention: the ``serve`` parser with ``func`` set."""
+    parser = add_serve_parser(subparsers)
+    parser.set_defaults(func=run_serve)
+    return parser
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Load the function, serve until SIGINT/SIGTERM; returns the exit code."""
     logger = make_logger()
@@ -95,9 +102,8 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         max_body = args.max_body_bytes or int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES))
         workers = [FunctionWorker(function_dir, i, logger) for i in range(args.workers)]
-    except Exception as exc:  # startup problems are the operator's: one clear line
+    except (ValueError, OSError, ImportError) as exc:  # the operator's to fix: one clear line
         print(f"defectcam serve: cannot start: {exc}", file=sys.stderr)
-        logger.debug_with("startup failure", traceback=traceback.format_exc())
         return 2
     max_pending = args.max_pending or 4 * len(workers) + 4
     server = FunctionServer(

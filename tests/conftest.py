@@ -17,3 +17,45 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data not found at {SHARED_DATA} (set DEFECTCAM_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fitted_crack_model():
+    """A classifier fitted for a few hundred steps on synthetic concrete with dark lines.
+
+    Small 48 px crops keep it to well under a minute on 2 CPU cores; cracks are a few
+    pixels wide, so 48 px crops hold a clear positive or negative.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from defectcam.build import build_classifier, normalize_batch
+    from tests.helpers import concrete_texture, draw_crack
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    size, n = 48, 384
+    crops, labels = [], []
+    for k in range(n):
+        img = concrete_texture(size, size, rng)
+        if k % 2:
+            draw_crack(img, rng)
+        crops.append(img)
+        labels.append(float(k % 2))
+    x_all = normalize_batch(np.stack(crops))
+    y_all = torch.tensor(labels)
+    model = build_classifier(seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    model.train()
+    for _ in range(240):
+        idx = torch.from_numpy(rng.choice(n, 16, replace=False))
+        loss = F.binary_cross_entropy_with_logits(model(x_all[idx]).logit, y_all[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = ((model(x_all).logit > 0).float() == y_all).float().mean().item()
+    assert accuracy > 0.9, f"fixture classifier did not fit (accuracy {accuracy:.2f})"
+    return model

@@ -28,7 +28,7 @@ def write_untrained_weights(directory: Path, tile_size: int = 128, overlap: int 
         torch.manual_seed(1234 + index)
         model = build_classifier()
         metadata = WeightsMetadata(
-            label=label, tile_size=tile_size, tile_overlap=overlap, iterations=1, min_area=16
+            label=label, tile_size=tile_size, tile_overlap=overlap, iterations=0, min_area=16
         )
         save_weights(model, metadata, directory / f"{label}.safetensors")
     return directory
@@ -84,3 +84,58 @@ def check_shapes(shapes, width: int, height: int, output: str = "polygon") -> No
             ys, xs = np.nonzero(filled)
             assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1
             assert ys.min() >= y1 - 1 and ys.max() <= y2 + 1
+
+
+# Untrained weights propose almost nothing at the default thresholds: a low CAM threshold and
+# no confidence filter make shapes appear, so their validity is actually exercised.
+LOOSE = {"threshold": 0.0, "cam_threshold": 0.01, "iterations": 0}
+
+
+def small_png() -> str:
+    rng = np.random.default_rng(0)
+    return encode_image(Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)))
+
+
+def truncated_jpeg() -> str:
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(2).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    return base64.b64encode(data[: len(data) * 6 // 10]).decode()
+
+
+BAD_REQUESTS = [
+    (None, 400, "empty"),
+    ("", 400, "empty"),
+    (b"\xff\xfe\x00garbage", 400, "UTF-8"),
+    ("{not json", 400, "not valid JSON"),
+    ([1, 2], 400, "JSON object"),
+    ({}, 400, "missing 'image'"),
+    ({"image": None}, 400, "missing 'image'"),
+    ({"image": 12}, 400, "'image' must be a base64 string"),
+    ({"image": ["x"]}, 400, "'image' must be a base64 string"),
+    ({"image": "***"}, 400, "base64"),
+    ({"image": base64.b64encode(b"hello, not an image").decode()}, 400, "not a readable image"),
+    ({"image": "TRUNCATED"}, 400, "truncated"),
+    ({"image": "SMALL", "threshold": "high"}, 400, "'threshold' must be a number"),
+    ({"image": "SMALL", "threshold": True}, 400, "'threshold' must be a number"),
+    ({"image": "SMALL", "threshold": 1.5}, 400, "'threshold' must be in"),
+    ({"image": "SMALL", "iterations": 10**9}, 400, "'iterations' must be between"),
+    ({"image": "SMALL", "iterations": -1}, 400, "'iterations' must be between"),
+    ({"image": "SMALL", "iterations": 1.5}, 400, "'iterations' must be an integer"),
+    ({"image": "SMALL", "iterations": "2"}, 400, "'iterations' must be an integer"),
+    ({"image": "SMALL", "labels": ["crack", "pothole"]}, 400, "unknown label"),
+    ({"image": "SMALL", "labels": "crack"}, 400, "'labels' must be a list"),
+    ({"image": "SMALL", "labels": []}, 400, "'labels' is empty"),
+    ({"image": "SMALL", "output": "rectangle"}, 400, "'output' must be one of"),
+    ({"image": "SMALL", "cam_threshold": 0}, 400, "'cam_threshold' must be in"),
+    ({"image": "SMALL", "screen": "yes"}, 400, "'screen' must be true or false"),
+]
+
+
+def materialise(body):
+    if isinstance(body, dict) and body.get("image") == "SMALL":
+        return {**body, "image": small_png()}
+    if isinstance(body, dict) and body.get("image") == "TRUNCATED":
+        return {**body, "image": truncated_jpeg()}
+    return body

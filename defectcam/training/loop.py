@@ -104,7 +104,7 @@ def train_classifier(
     val_set: Dataset,
     metadata: WeightsMetadata,
     out: str | Path,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     init_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train, keep the best-F1 weights at ``out`` (.safetensors + .json), log next to it.
@@ -114,6 +114,8 @@ def train_classifier(
     from existing weights (fine-tuning with new clicks).
     """
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = config or TrainConfig()
     world, rank, local = _distributed()
     if config.device:
         device = torch.device(config.device)
@@ -207,8 +209,9 @@ def train_classifier(
 def _finished_metadata(metadata: WeightsMetadata, state: dict, config: TrainConfig,
                        device: torch.device) -> WeightsMetadata:
     meta = WeightsMetadata(**{k: v for k, v in asdict(metadata).items()})
-    meta.training = dict(metadata.training, config=asdict(config), best_epoch=state["best_epoch"],
-                         steps=state["step"], seconds=round(state["seconds"], 1), device=str(device),
+    meta.training = dict(metadata.training, config=asdict(config),
+                         best_epoch=state["best_epoch"], steps=state["step"],
+                         seconds=round(state["seconds"], 1), device=str(device),
                          torch=torch.__version__)
     meta.metrics = dict(metadata.metrics, val_classification=state["history"][-1])
     return meta

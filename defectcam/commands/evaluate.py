@@ -1,0 +1,205 @@
+"""``defectcam evaluate``: proposals against ground truth, per defect and overall.
+
+    defectcam evaluate --weights weights/ --defect crack --split val --out runs/eval-crack/ \
+        [--limit 50] [--iterations 2] [--ablation] [--sweep] [--baseline] [--max-side 1600]
+
+Writes ``OUT/report.json``, ``OUT/report.md`` and ``OUT/gallery/*.png``. JSON layout:
+``config`` (what ran on what), ``rules`` (every counting rule and the time-saving assumptions,
+as text), ``main`` (name of the main setting), ``runs`` (one per setting: ``name``, ``kind``,
+``iterations``, ``screen``, ``seconds_per_image``, ``megapixels_per_image``, ``summary``
+(``per_defect`` / ``overall``: pixels, instances, instance recall, false positives per image,
+Eq. 3 groups and edit cost) and ``images``), ``sweep`` (per defect and threshold: raw and
+post-processed metrics of the main setting's maps), ``gallery`` and ``failures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from defectcam.data import DEFECTS
+from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
+from defectcam.evaluation.report import build_report, render_markdown, write_gallery, write_json
+from defectcam.evaluation.run import cvat_items, evaluate, folder_items, plan_settings
+from defectcam.evaluation.timesave import AnnotatorModel, GroupThresholds
+
+ABLATION_ITERATIONS = (0, 1, 2, 4)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="measure proposals against ground-truth masks",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", type=Path, nargs="+", default=None,
+                   help="weights folder or files (omit to run --baseline alone)")
+    p.add_argument("--defect", action="append", choices=DEFECTS, default=None,
+                   help="repeatable; default: every defect the weights know")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    data = p.add_argument_group("data")
+    data.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
+    data.add_argument("--split", choices=("train", "val", "all"), default="val",
+                      help="the training split (val: images training never saw)")
+    data.add_argument("--val-fraction", type=float, default=0.2, help="as used by training")
+    data.add_argument("--split-seed", type=int, default=0, help="as used by training")
+    data.add_argument("--source", action="append", default=None,
+                      help="only these data-set sources (deepcrack, crackforest, phinet, "
+                           "corrosion); repeatable")
+    data.add_argument("--cvat-xml", type=Path, default=None,
+                      help="CVAT for images 1.1 export with polygons/masks as the truth")
+    data.add_argument("--images", type=Path, default=None, help="image folder of --cvat-xml")
+    data.add_argument("--limit", type=int, default=None,
+                      help="at most N images per defect, a seeded choice")
+    data.add_argument("--seed", type=int, default=0, help="seed of the --limit choice")
+    data.add_argument("--max-side", type=int, default=None,
+                      help="downscale images and truth to this longer side (speed; reported)")
+    s = p.add_argument_group("proposer")
+    s.add_argument("--iterations", type=int, default=None,
+                   help="AdvCAM steps T of the main setting (default: the weights' value)")
+    s.add_argument("--cam-threshold", type=float, default=None,
+                   help="default: the weights' value (0.1)")
+    s.add_argument("--screen", action="store_true", help="tile screening in the main setting")
+    s.add_argument("--ablation", action="store_true",
+                   help="also run each --ablation-iterations T, and with/without screening")
+    s.add_argument("--ablation-iterations", type=int, nargs="+", default=ABLATION_ITERATIONS)
+    s.add_argument("--baseline", action="store_true",
+                   help="also run the learning-free baselines (evaluation/baselines.py)")
+    s.add_argument("--sweep", action="store_true",
+                   help="CAM-threshold sweep on the main setting's maps (no re-run)")
+    s.add_argument("--sweep-thresholds", type=float, nargs="+",
+                   default=DEFAULT_SWEEP_THRESHOLDS)
+    s.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when present)")
+    s.add_argument("--tile-batch", type=int, default=None)
+    m = p.add_argument_group("metrics")
+    m.add_argument("--tolerance", type=int, default=MatchRule.tolerance_px,
+                   help="boundary tolerance in px for touching/found")
+    m.add_argument("--found-coverage", type=float, default=MatchRule.found_coverage)
+    m.add_argument("--min-instance-area", type=int, default=MatchRule.min_instance_area)
+    m.add_argument("--plain-iou-groups", action="store_true",
+                   help="Eq. 3 groups by plain IoU (default: boundary-tolerant IoU)")
+    o = p.add_argument_group("output")
+    o.add_argument("--gallery", type=int, default=3,
+                   help="best and worst images per defect in the gallery (0: none)")
+    o.add_argument("--gallery-max-side", type=int, default=2048,
+                   help="shrink gallery PNGs beyond this side (0: never)")
+    o.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _plain(value):
+    """Paths (also inside lists) as strings, for JSON and the Markdown header."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.weights is None and not args.baseline:
+        raise ValueError("give --weights, or --baseline to evaluate the baselines alone")
+    if args.weights is None and (args.ablation or args.sweep or args.screen):
+        raise ValueError("--ablation, --sweep and --screen need --weights")
+    if (args.cvat_xml is None) != (args.images is None):
+        raise ValueError("--cvat-xml and --images go together")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    if args.max_side is not None and args.max_side < 32:
+        raise ValueError("--max-side must be >= 32")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    proposer = None
+    weights_info: dict = {}
+    if args.weights is not None:
+        from defectcam.automatic_mask_generator import DefectProposer  # torch: only when needed
+
+        weights = args.weights[0] if len(args.weights) == 1 else args.weights
+        proposer = DefectProposer.from_weights(weights, device=args.device,
+                                               tile_batch=args.tile_batch)
+        for label, predictor in proposer.predictors.items():
+            md = predictor.metadata
+            weights_info[label] = {
+                "sha256": md.sha256, "tile_size": md.tile_size, "tile_overlap": md.tile_overlap,
+                "iterations": md.iterations, "cam_threshold": md.cam_threshold,
+                "closing_size": md.closing_size, "min_area": md.min_area,
+                "cam_scale": md.cam_scale, "xi": md.xi, "tau": md.tau, "lam": md.lam}
+    defects = args.defect or (list(proposer.labels) if proposer else list(DEFECTS))
+    defects = list(dict.fromkeys(defects))
+    if proposer is not None:
+        proposer.check_labels(defects)
+
+    # The main setting's T and threshold: explicit, else what the (first) weights recommend.
+    first = proposer.predictors[defects[0]].metadata if proposer else None
+    iterations = args.iterations if args.iterations is not None else (
+        first.iterations if first else 2)
+    default_threshold = args.cam_threshold if args.cam_threshold is not None else (
+        first.cam_threshold if first else None)
+    settings = plan_settings(iterations, args.screen, args.cam_threshold,
+                             args.ablation_iterations if args.ablation else None,
+                             args.baseline, with_model=proposer is not None)
+
+    if args.cvat_xml is not None:
+        items = cvat_items(args.cvat_xml, args.images, defects, args.limit, args.seed)
+        data_description = f"CVAT export {args.cvat_xml} (images under {args.images})"
+    else:
+        items = folder_items(defects, args.split, args.data_root, args.source, args.limit,
+                             args.seed, args.val_fraction, args.split_seed)
+        data_description = (f"data-set folders under {args.data_root or '../shared/data'}, "
+                            f"split {args.split} (val fraction {args.val_fraction}, split "
+                            f"seed {args.split_seed})"
+                            + (f", sources {args.source}" if args.source else "")
+                            + (f", {args.limit} images per defect (seed {args.seed})"
+                               if args.limit else ""))
+    if not items:
+        raise FileNotFoundError(f"no images with truth for {defects}")
+
+    rule = MatchRule(args.tolerance, args.found_coverage, args.min_instance_area)
+    thresholds = GroupThresholds(tolerant=not args.plain_iou_groups)
+    annotator = AnnotatorModel()
+    bar = tqdm(total=len(items) * len(settings), unit="run", disable=args.no_progress,
+               file=sys.stderr, desc="evaluate")
+
+    def progress(image_id: str) -> None:
+        bar.set_postfix_str(Path(image_id).name[-30:], refresh=False)
+        bar.update(1)
+
+    evaluation = evaluate(items, settings, proposer, rule, args.max_side,
+                          args.sweep_thresholds if args.sweep else None, progress=progress)
+    bar.close()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    gallery = write_gallery(evaluation, args.out / "gallery", args.gallery, args.max_side,
+                            args.gallery_max_side or None)
+    scaled = sum(r.scale < 1 for r in evaluation.main.records)
+    config = {
+        "options": {k: _plain(v) for k, v in vars(args).items() if k not in ("func", "command")},
+        "defects": defects,
+        "data_description": data_description,
+        "images_per_defect": {d: sum(r.match.label == d for r in evaluation.main.records)
+                              for d in defects},
+        "split": None if args.cvat_xml else args.split,
+        "max_side": args.max_side,
+        "scaling": (f"images and truth downscaled to a longer side of {args.max_side} px "
+                    f"({scaled} of {len(evaluation.main.records)} images); metrics are at "
+                    f"that size" if args.max_side else "none: full resolution"),
+        "weights": weights_info,
+        "weights_description": ", ".join(f"{k} (sha256 {v['sha256'][:12]})"
+                                         for k, v in weights_info.items()) or "none",
+        "device": str(proposer.device) if proposer else "cpu (baselines only)",
+        "settings": [s.name for s in settings],
+        "match_rule": vars(rule),
+        "group_thresholds": vars(thresholds),
+        "annotator_model": vars(annotator),
+    }
+    report = build_report(evaluation, config, thresholds, annotator, default_threshold, gallery)
+    write_json(report, args.out / "report.json")
+    (args.out / "report.md").write_text(render_markdown(report))
+    main = report["runs"][0]["summary"]["overall"]
+    print(f"{report['main']}: pixel IoU {main['pixels']['iou']:.3f}, F1 "
+          f"{main['pixels']['f1']:.3f}, instance recall {main['instance_recall']:.3f}, "
+          f"Eq. 3 saving {main['time']['eq3']['saving']:.1%} -> {args.out / 'report.md'}")
+    if evaluation.failures:
+        print(f"skipped {len(evaluation.failures)} images (see report.json 'failures')",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,101 @@
+"""Learning-free baselines: one image -> one binary defect map, from colour and darkness alone.
+
+They answer "what would a few lines of OpenCV give?" so that the classifiers' numbers have a
+floor to stand on. ``defectcam evaluate --baseline`` runs them through the *same*
+post-processing as the model (closing, connected components, minimum area, see
+:func:`baseline_proposals`) and the same metrics, so the rows compare like with like.
+
+- crack: black-hat transform (closing minus image) of the blurred grey image with a
+  ``kernel_px`` ellipse: thin dark lines light up, broad shading does not. Pixels above
+  ``max(Otsu(black-hat), mean + k * std)`` are crack; the second term keeps a crack-free image
+  from being split in half by Otsu.
+- rust: HSV colour threshold for orange/brown: hue 0-25 (OpenCV scale 0-179, i.e. 0-50
+  degrees) or >= 170 (reddish), saturation >= 70, value 30-235 (not black, not glare).
+- spalling: rough and dark: local standard deviation of grey in a ``window_px`` window above
+  its Otsu threshold, and grey below the image median (exposed aggregate is darker and more
+  textured than the cast surface).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from defectcam.utils.masks import Proposal, close_mask, mask_to_proposals
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu threshold of a uint8 image (0 when the image is flat)."""
+    if values.size == 0 or values.min() == values.max():
+        return float(values.max()) if values.size else 0.0
+    threshold, _ = cv2.threshold(values, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(threshold)
+
+
+def crack_baseline(image: np.ndarray, kernel_px: int = 15, k: float = 2.0) -> np.ndarray:
+    """Thin dark lines: black-hat above max(Otsu, mean + k std)."""
+    grey = cv2.GaussianBlur(_grey(image), (3, 3), 0)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+    blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
+    floor = float(blackhat.mean() + k * blackhat.std())
+    return blackhat > max(_otsu(blackhat), floor)
+
+
+def rust_baseline(image: np.ndarray, max_hue: int = 25, min_red_hue: int = 170,
+                  min_saturation: int = 70, value_range: tuple[int, int] = (30, 235)
+                  ) -> np.ndarray:
+    """Orange, brown and reddish pixels in HSV."""
+    _grey(image)  # validates the input
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    hue_ok = (h <= max_hue) | (h >= min_red_hue)
+    return hue_ok & (s >= min_saturation) & (v >= value_range[0]) & (v <= value_range[1])
+
+
+def spalling_baseline(image: np.ndarray, window_px: int = 15) -> np.ndarray:
+    """Textured and darker than the median: local grey std above Otsu, grey below median."""
+    grey = _grey(image).astype(np.float32)
+    mean = cv2.blur(grey, (window_px, window_px))
+    sq_mean = cv2.blur(grey * grey, (window_px, window_px))
+    std = np.sqrt(np.maximum(sq_mean - mean * mean, 0.0))
+    std8 = np.clip(std * (255.0 / max(float(std.max()), 1e-6)), 0, 255).astype(np.uint8)
+    rough = std8 > _otsu(std8)
+    return rough & (mean < float(np.median(grey)))
+
+
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "crack": crack_baseline,
+    "rust": rust_baseline,
+    "spalling": spalling_baseline,
+}
+
+BASELINE_RULES: dict[str, str] = {
+    "crack": "black-hat (15 px ellipse) of the blurred grey image > max(Otsu, mean + 2 std)",
+    "rust": "HSV hue <= 25 or >= 170 (OpenCV 0-179), saturation >= 70, value 30..235",
+    "spalling": "local grey std (15 px window) > Otsu of it, and grey < image median",
+}
+
+
+def baseline_map(image: np.ndarray, defect: str) -> np.ndarray:
+    """The baseline's binary map of ``defect`` over ``image`` (H, W, 3) uint8 RGB."""
+    try:
+        fn = BASELINES[defect]
+    except KeyError:
+        raise ValueError(f"no baseline for {defect!r}; known: {sorted(BASELINES)}") from None
+    return np.asarray(fn(image), dtype=bool)
+
+
+def baseline_proposals(image: np.ndarray, defect: str, closing_size: int = 5,
+                       min_area: int = 64) -> list[Proposal]:
+    """Baseline map -> proposals with the model's post-processing (method.md section 5,
+    steps 3-5; pass the weights' ``closing_size`` and ``min_area``). Confidence = 1."""
+    binary = close_mask(baseline_map(image, defect), closing_size)
+    return mask_to_proposals(binary, defect, min_area)

