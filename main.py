@@ -9,6 +9,7 @@ Request (JSON object; CVAT sends only ``image`` and sometimes ``threshold``):
     output         "polygon" (default) or "mask"
     cam_threshold  number in (0,1)  CAM binarisation threshold (default: the weights')
     screen         bool            climb only on tiles the classifier calls defective
+    name           str             the frame's file name, recorded in the interaction log
 Unknown keys are ignored. Answer: 200 with a JSON list of CVAT shapes; 400 (bad request) or
 413 (image over DEFECTCAM_MAX_PIXELS) with ``{"error": ..., "key": ...}`` naming the problem;
 500 (bug) or 503 (out of memory) with a short message, the traceback only in the log.
@@ -16,11 +17,12 @@ Unknown keys are ignored. Answer: 200 with a JSON list of CVAT shapes; 400 (bad 
 Environment: DEFECTCAM_WEIGHTS (weights folder, default ``weights/`` next to this file),
 DEFECTCAM_DEVICE (cpu, cuda, cuda:N; default auto), DEFECTCAM_PRECISION (fp32, bf16, fp16;
 CUDA only for the latter two), DEFECTCAM_MAX_PIXELS, DEFECTCAM_MAX_ITERATIONS,
-DEFECTCAM_CONFIDENCE_THRESHOLD.
+DEFECTCAM_CONFIDENCE_THRESHOLD, DEFECTCAM_LOG_DB (SQLite interaction log; "off" disables).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,9 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectcam.automatic_mask_generator import MAX_ITERATIONS
+from defectcam.feedback import ProposalLog, log_proposals
 from defectcam.predictor import PRECISIONS
 from defectcam.utils.cvat import OUTPUT_TYPES
-from defectcam.utils.image_io import ImageInputError, decode_base64_image, max_pixels_from_env
+from defectcam.utils.image_io import (
+    ImageInputError,
+    decode_base64,
+    decode_image,
+    max_pixels_from_env,
+)
 from model_handler import ModelHandler
 
 WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"
@@ -97,6 +105,7 @@ class DetectRequest:
     iterations: int | None = None
     cam_threshold: float | None = None
     screen: bool | None = None
+    name: str | None = None
 
 
 def init_context(context) -> None:
@@ -111,6 +120,8 @@ def init_context(context) -> None:
     model = ModelHandler(settings.weights, device=settings.device, precision=settings.precision)
     context.user_data.settings = settings
     context.user_data.model = model
+    # Every answered proposal goes to the interaction log (DEFECTCAM_LOG_DB; "off" disables).
+    context.user_data.log = ProposalLog.from_env(context.logger)
     context.logger.info_with("defectcam ready", labels=list(model.labels))
 
 
@@ -120,7 +131,8 @@ def handler(context, event):
     model: ModelHandler = context.user_data.model
     try:
         request = parse_request(event.body, settings, model.labels)
-        decoded = decode_base64_image(request.image, max_pixels=settings.max_pixels)
+        data = decode_base64(request.image)
+        decoded = decode_image(data, max_pixels=settings.max_pixels)
         shapes = model.infer(
             decoded.rgb,
             threshold=request.threshold,
@@ -144,12 +156,20 @@ def handler(context, event):
             return _json_response(context, {"error": "out of memory; try a smaller image"}, 503)
         message = f"internal error ({type(exc).__name__}); see the function log"
         return _json_response(context, {"error": message}, 500)
+    seconds = time.perf_counter() - started
+    # Never raises: a store that cannot be written is reported in the log, the answer goes out.
+    log_proposals(
+        getattr(context.user_data, "log", None), hashlib.sha256(data).hexdigest(),
+        (decoded.width, decoded.height), request.name,
+        {k: v for k, v in vars(request).items() if k not in ("image", "name")},
+        model.model_version, model.last_proposals, seconds,
+    )
     context.logger.info_with(
         "proposed",
         width=decoded.width,
         height=decoded.height,
         shapes=len(shapes),
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(seconds, 3),
     )
     return _json_response(context, shapes, 200)
 
@@ -184,6 +204,9 @@ def parse_request(body, settings: Settings, known_labels: tuple[str, ...]) -> De
                 f"(limit set by {MAX_ITERATIONS_ENV}), got {iterations}",
                 key="iterations",
             )
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise RequestError(f"'name' must be a string, got {_json_type(name)}", key="name")
     screen = data.get("screen")
     if screen is not None and not isinstance(screen, bool):
         raise RequestError(
@@ -197,6 +220,7 @@ def parse_request(body, settings: Settings, known_labels: tuple[str, ...]) -> De
         iterations=iterations,
         cam_threshold=_optional_number(data, "cam_threshold", 0.0, 1.0, closed=False),
         screen=screen,
+        name=name,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from defectcam.automatic_mask_generator import DefectProposer
+from defectcam.feedback import model_version_of
 from defectcam.labels import LABEL_NAMES
 from defectcam.utils.cvat import proposal_to_cvat_shape
 
@@ -23,6 +24,8 @@ class ModelHandler:
     ) -> None:
         self.proposer = DefectProposer.from_weights(weights, device=device, precision=precision)
         self.labels: tuple[str, ...] = tuple(self.proposer.labels)
+        self.model_version = model_version_of(self.proposer)
+        self.last_proposals: list = []
         foreign = [name for name in self.labels if name not in LABEL_NAMES]
         if foreign:
             # CVAT silently drops shapes whose label is not in the function spec.
@@ -43,14 +46,8 @@ class ModelHandler:
         screen: bool | None = None,
     ) -> list[dict]:
         """CVAT shapes for the proposals whose confidence reaches ``threshold``."""
-        options: dict = {"min_confidence": threshold}
-        if labels is not None:
-            options["labels"] = list(labels)
-        if iterations is not None:
-            options["iterations"] = iterations
-        if cam_threshold is not None:
-            options["cam_threshold"] = cam_threshold
-        if screen is not None:
-            options["screen"] = screen
-        proposals = self.proposer.propose(image, **options)
-        return [proposal_to_cvat_shape(p, output) for p in proposals]
+        self.last_proposals = self.proposer.propose(
+            image, iterations=iterations, cam_threshold=cam_threshold, labels=labels,
+            screen=bool(screen), min_confidence=threshold,
+        )
+        return [proposal_to_cvat_shape(p, output) for p in self.last_proposals]

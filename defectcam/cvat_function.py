@@ -30,14 +30,13 @@ from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
-import numpy as np
 import PIL.Image
 from cvat_sdk.masks import encode_mask
 
 from defectcam.automatic_mask_generator import MAX_ITERATIONS, DefectProposer
 from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
 from defectcam.utils.cvat import flat_points
-from defectcam.utils.image_io import _exif_transpose, _to_rgb_array
+from defectcam.utils.image_io import pil_to_rgb
 from defectcam.utils.masks import Proposal
 from defectcam.weights import WeightsError, find_weights
 
@@ -68,16 +67,13 @@ class FunctionSettings:
     def propose_options(self, min_confidence: float) -> dict:
         """Keyword arguments for ``DefectProposer.propose``: the mapping ``ModelHandler.infer``
         builds from a Nuclio request, so both faces propose the same shapes."""
-        options: dict = {"min_confidence": min_confidence}
-        if self.labels is not None:
-            options["labels"] = list(self.labels)
-        if self.iterations is not None:
-            options["iterations"] = self.iterations
-        if self.cam_threshold is not None:
-            options["cam_threshold"] = self.cam_threshold
-        if self.screen is not None:
-            options["screen"] = self.screen
-        return options
+        return {
+            "iterations": self.iterations,
+            "cam_threshold": self.cam_threshold,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "screen": bool(self.screen),
+            "min_confidence": min_confidence,
+        }
 
 
 def default_weights() -> Path:
@@ -156,11 +152,6 @@ def make_spec(labels: Sequence[str] = LABEL_NAMES) -> cvataa.DetectionFunctionSp
             if label.name in labels
         ]
     )
-
-
-def pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
-    """A PIL frame -> upright RGB uint8, with the Nuclio face's own conversion steps."""
-    return _to_rgb_array(_exif_transpose(image))
 
 
 def proposal_to_cvat_request(

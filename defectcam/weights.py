@@ -161,7 +161,9 @@ def load_weights(
 def find_weights(source: str | Path | list[str | Path]) -> dict[str, Path]:
     """Map label -> weights file, from a directory of ``*.safetensors`` or a list of files."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        paths = sorted(Path(source).glob("*.safetensors"))
+        # Training checkpoints (<label>.checkpoint.safetensors) may sit beside the weights.
+        paths = sorted(p for p in Path(source).glob("*.safetensors")
+                       if not p.name.endswith(".checkpoint.safetensors"))
         if not paths:
             raise WeightsError(f"{source}: no *.safetensors weights in this directory")
     elif isinstance(source, (str, Path)):

@@ -156,7 +156,10 @@ def test_no_parameters_uses_env_weights(weights, monkeypatch) -> None:
     monkeypatch.setenv(cf.WEIGHTS_ENV, str(weights))
     function = FunctionLoader(MODULE, None, {}).load()
     assert function.settings.weights == weights
-    assert function.settings.propose_options(0.0) == {"min_confidence": 0.0}
+    assert function.settings.propose_options(0.0) == {
+        "min_confidence": 0.0, "labels": None, "iterations": None, "cam_threshold": None,
+        "screen": False,
+    }
     assert [s.name for s in function.spec.labels] == list(LABEL_NAMES)
     monkeypatch.delenv(cf.WEIGHTS_ENV)
     assert cf.default_weights() == REPO / "weights"

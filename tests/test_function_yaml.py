@@ -27,6 +27,7 @@ KNOWN_ENV = {
     "DEFECTCAM_MAX_PIXELS",
     "DEFECTCAM_MAX_ITERATIONS",
     "DEFECTCAM_CONFIDENCE_THRESHOLD",
+    "DEFECTCAM_LOG_DB",
 }
 #: Base64 of a 5120 x 5120 RGB PNG of noise (incompressible): 4/3 of 3 bytes per pixel.
 BASE64_5K_PNG = 5120 * 5120 * 3 * 4 // 3
@@ -123,3 +124,11 @@ def test_env_is_valid_for_the_handler(config, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(key, value)
     settings = load_main("yaml_env").Settings.from_env()  # raises on an invalid value
     assert settings.max_pixels == int(env["DEFECTCAM_MAX_PIXELS"])
+
+
+@pytest.mark.parametrize("name", ["function.yaml", "function-gpu.yaml"])
+def test_log_volume_holds_the_log_db(name: str) -> None:
+    config = yaml.safe_load((REPO / name).read_text())
+    env = {e["name"]: e["value"] for e in config["spec"]["env"]}
+    mounts = [v["volumeMount"]["mountPath"] for v in config["spec"]["volumes"]]
+    assert any(env["DEFECTCAM_LOG_DB"].startswith(m + "/") for m in mounts)

@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="negative clicks at least this far (px) from any defect")
     p.add_argument("--crop-size", type=int, default=None,
                    help="training crop size: negatives go only where their crops hold no defect")
+    p.add_argument("--max-images-per-source", type=int, default=None,
+                   help="at most this many images of each source (a seeded choice), so that "
+                        "one large source does not drown the others")
     p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
     p.set_defaults(func=run_simulate)
 
@@ -73,6 +76,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no images with {args.defect} masks under {root}")
     train, val = split_source(pairs, args.val_fraction, args.seed)
     chosen = {"train": train, "val": val, "all": train + val}[args.split]
+    if args.max_images_per_source:
+        chosen = cap_per_source(chosen, args.max_images_per_source, args.seed)
     annotations = simulate_clicks(chosen, args.defect, args.seed,
                                   negatives_per_image=args.negatives_per_image,
                                   min_distance=args.min_distance, crop_size=args.crop_size,
@@ -82,6 +87,16 @@ def run_simulate(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(annotations.images)} images, {positives} {args.defect} clicks, "
           f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks")
     return 0
+
+
+def cap_per_source(pairs: list, limit: int, seed: int) -> list:
+    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
+    kept = []
+    for source in sorted({p.source for p in pairs}):
+        members = sorted((p for p in pairs if p.source == source),
+                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
+        kept += members[:limit]
+    return sorted(kept, key=lambda p: p.name)
 
 
 def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, set]:

@@ -124,8 +124,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                 f"image data is truncated or corrupt ({fmt} {width}x{height}: {exc})"
             ) from exc
         orientation = _orientation(image)
-        upright = _exif_transpose(image)
-        rgb = _to_rgb_array(upright)
+        rgb = pil_to_rgb(image)
     return DecodedImage(rgb=rgb, source_mode=source_mode, format=fmt, orientation=orientation)
 
 
@@ -139,6 +138,11 @@ def _too_large_error(size: tuple[int, int] | None, max_pixels: int) -> ImageInpu
         f"image is too large ({what}); the limit is {max_pixels} pixels (set by {MAX_PIXELS_ENV})",
         status=413,
     )
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image -> upright (EXIF applied, as CVAT does) RGB uint8 array."""
+    return _to_rgb_array(_exif_transpose(image))
 
 
 def _orientation(image: Image.Image) -> int:
