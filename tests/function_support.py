@@ -3,35 +3,43 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import io
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from defectcam.build import build_classifier
 from defectcam.labels import LABEL_NAMES
 from defectcam.utils.cvat import decode_cvat_mask
 from defectcam.utils.masks import polygon_to_mask
-from defectcam.weights import WeightsMetadata, save_weights
+from tests.helpers import save_untrained
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def write_untrained_weights(directory: Path, tile_size: int = 128, overlap: int = 16) -> Path:
     """One seeded, untrained classifier per label; small tiles keep CPU tests fast."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for index, label in enumerate(LABEL_NAMES):
-        torch.manual_seed(1234 + index)
-        model = build_classifier()
-        metadata = WeightsMetadata(
-            label=label, tile_size=tile_size, tile_overlap=overlap, iterations=0, min_area=16
-        )
-        save_weights(model, metadata, directory / f"{label}.safetensors")
-    return directory
+    return save_untrained(directory, LABEL_NAMES, tile_size=tile_size, tile_overlap=overlap,
+                          iterations=0, min_area=16)
+
+
+@contextlib.contextmanager
+def environment(**env: str):
+    """Set environment variables for the block, restoring the previous values after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def load_main(instance: str = "test"):

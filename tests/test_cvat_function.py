@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402
     REPO,
     check_shapes,
+    environment,
     file_b64,
     load_main,
     write_untrained_weights,
@@ -346,10 +346,7 @@ def test_real_photo_conf_threshold(detections, proposals) -> None:
 @pytest.fixture(scope="module")
 def nuclio_handler(weights):
     """main.handler (the Nuclio face) on the same weights, through nuclio_sdk's test platform."""
-    env = {"DEFECTCAM_WEIGHTS": str(weights), "DEFECTCAM_DEVICE": "cpu"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with environment(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu"):
         main = load_main("cvat_function_tests")
         platform = nuclio_sdk.test.Platform()
 
@@ -359,12 +356,6 @@ def nuclio_handler(weights):
             return json.loads(response.body)
 
         yield call
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_same_shapes_as_the_nuclio_function(nuclio_handler, detections, photo) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from function_support import (  # noqa: E402
     LOOSE,
     check_shapes,
     encode_image,
+    environment,
     file_b64,
     load_main,
     materialise,
@@ -38,24 +38,12 @@ from function_support import (  # noqa: E402
 def function(tmp_path_factory):
     """(main module, platform) with init_context run once on seeded untrained weights."""
     weights = write_untrained_weights(tmp_path_factory.mktemp("weights"))
-    env = {
-        "DEFECTCAM_WEIGHTS": str(weights),
-        "DEFECTCAM_DEVICE": "cpu",
-        "DEFECTCAM_MAX_PIXELS": "4000000",
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    with environment(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu",
+                     DEFECTCAM_MAX_PIXELS="4000000"):
         main = load_main("handler_tests")
         platform = nuclio_sdk.test.Platform()
         platform.call_handler(main.handler, nuclio_sdk.Event(body={}))  # runs init_context
         yield main, platform
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def call(function, body):

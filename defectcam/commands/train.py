@@ -49,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--negative-label", default=NEGATIVE_LABEL)
     t.add_argument("--resume", type=Path, default=None,
                    help="start from these weights (fine-tuning with new clicks)")
+    t.add_argument("--freeze-batchnorm", choices=("auto", "yes", "no"), default="auto",
+                   help="keep BatchNorm statistics fixed (auto: yes when fine-tuning)")
     t.add_argument("--crop-size", type=int, default=320)
     t.add_argument("--crops-per-click", type=int, default=5)
     t.add_argument("--epochs", type=int, default=10)
@@ -147,6 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
                          precision=args.precision,
                          max_steps_per_epoch=args.max_steps_per_epoch,
+                         freeze_batchnorm=(args.freeze_batchnorm == "yes" or (
+                             args.freeze_batchnorm == "auto" and args.resume is not None)),
                          progress=not args.no_progress)
     print(f"{args.defect}: {len(fit_idx)} crops to fit, {len(val_idx)} held apart "
           f"({metadata.training['positive_clicks']} positive clicks on "

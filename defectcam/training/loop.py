@@ -39,6 +39,10 @@ class TrainConfig:
     device: str | None = None
     precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, else fp32
     max_steps_per_epoch: int | None = None
+    #: Keep BatchNorm statistics fixed (eval mode) while training: for fine-tuning on a few
+    #: feedback clicks, whose small batches would otherwise overwrite the statistics that the
+    #: classifier was validated with.
+    freeze_batchnorm: bool = False
     num_workers: int = 0
     progress: bool = True
 
@@ -153,6 +157,10 @@ def train_classifier(
                             shuffle=sampler is None, generator=generator, drop_last=True,
                             num_workers=config.num_workers)
         ddp.train()
+        if config.freeze_batchnorm:
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         losses = []
         steps = len(loader) // accumulate
         if config.max_steps_per_epoch:
