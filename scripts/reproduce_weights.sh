@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce one shipped weight file from ../shared/data with simulated clicks only.
 #   scripts/reproduce_weights.sh crack|spalling|rust [OUT_DIR]
-# CPU settings (2 cores): 64 px crops, 2 crops per click, 5 epochs of 40 steps of batch 32,
-# at most 300 training images per source (PHI-Net would otherwise be 90 % of the crack clicks),
+# CPU settings (2 cores): 64 px crops, 2 crops per click, 12 epochs of 40 steps of batch 32,
+# for crack at most 300 training images per source (PHI-Net would otherwise give 90 % of the
+# crack clicks),
 # lr 1e-3 (the paper: 1e-4 on a pretrained encoder; here the encoder starts from scratch).
 # On a GPU raise them towards the paper's (320 px crops, 5 per click, full epochs):
 #   CROP=320 PER_CLICK=5 EPOCHS=20 STEPS=0 scripts/reproduce_weights.sh crack
@@ -13,8 +14,8 @@ runs=${RUNS:-runs}
 crop=${CROP:-64}
 lr=${LR:-1e-3}
 per_click=${PER_CLICK:-2}
-per_source=${PER_SOURCE:-300}
-epochs=${EPOCHS:-5}
+if [ "$defect" = crack ]; then per_source=${PER_SOURCE:-300}; else per_source=${PER_SOURCE:-0}; fi
+epochs=${EPOCHS:-12}
 steps=${STEPS:-40}
 data=${DEFECTCAM_SHARED_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}
 mkdir -p "$runs" "$out"
