@@ -11,8 +11,10 @@ sha256 of the image file that identifies the frame (linear in file size).
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import os
+import platform
 import statistics
 import tempfile
 import time
@@ -51,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--proposals", type=int, default=20)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--append", type=Path, default=None,
+                        help="append the table as a Markdown section to this file")
     args = parser.parse_args()
     proposals = crack_like_proposals(args.proposals)
     print(f"{len(proposals)} proposals per request, mean area "
@@ -84,11 +88,24 @@ def main() -> None:
             data = os.urandom(mb << 20)
             rows.append((f"sha256 of a {mb} MB image file",
                          per_request_ms(lambda data=data: hashlib.sha256(data).hexdigest(), 5)))
+    table = ["| what | median ms | p95 ms | KiB per request in the file |", "|---|---|---|---|"]
     for row in rows:
         name, times = row[0], sorted(row[1])
         extra = f"  ({row[2]:.1f} KiB/request in the file)" if len(row) > 2 else ""
         p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
         print(f"{name:42s} {statistics.median(times):8.2f} {p95:8.2f}{extra}")
+        size = f"{row[2]:.1f}" if len(row) > 2 else ""
+        table.append(f"| {name} | {statistics.median(times):.2f} | {p95:.2f} | {size} |")
+    if args.append:
+        header = [
+            "", "## Interaction log overhead", "",
+            f"`python benchmarks/bench_log.py --append BENCHMARKS.md`, "
+            f"{datetime.date.today().isoformat()}, {platform.machine()} "
+            f"({os.cpu_count()} cores): {len(proposals)} crack-like proposals per request on "
+            f"a 2048x1536 frame, {args.requests} requests each. Baseline = building the "
+            f"answer's shapes without logging, in the same run.", ""]
+        with open(args.append, "a") as fh:
+            fh.write("\n".join(header + table) + "\n")
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def test_conf_threshold_reaches_the_proposer(fixed, conf, kept) -> None:
     function, proposer = fixed
     shapes = function.detect(context(conf), PIL.Image.new("RGB", (80, 60)))
     assert len(shapes) == kept
-    assert proposer.calls[-1] == {"min_confidence": 0.0 if conf is None else conf}
+    assert proposer.calls[-1]["min_confidence"] == (0.0 if conf is None else conf)
 
 
 def test_detect_converts_the_frame_to_rgb(fixed) -> None:
