@@ -206,7 +206,7 @@ def train_classifier(
                            f"val F1 {scores['f1']:.3f} (best {state['best_f1']:.3f})")
     if world > 1:
         dist.barrier()
-    if rank == 0 and config.progress:
+    if rank == 0:
         from defectcam.training.curves import plot_curves
 
         plot_curves(state["history"], stem.with_name(stem.name + ".curves.png"), metadata.label)
