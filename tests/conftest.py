@@ -31,20 +31,14 @@ def fitted_crack_model():
     import torch.nn.functional as F
 
     from defectcam.build import build_classifier, normalize_batch
-    from tests.helpers import concrete_texture, draw_crack
+    from tests.helpers import crack_crop_batch
 
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    size, n = 48, 384
-    crops, labels = [], []
-    for k in range(n):
-        img = concrete_texture(size, size, rng)
-        if k % 2:
-            draw_crack(img, rng)
-        crops.append(img)
-        labels.append(float(k % 2))
-    x_all = normalize_batch(np.stack(crops))
-    y_all = torch.tensor(labels)
+    n = 384
+    crops, labels = crack_crop_batch(n, rng)
+    x_all = normalize_batch(crops)
+    y_all = torch.from_numpy(labels)
     model = build_classifier(seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     model.train()

@@ -39,6 +39,18 @@ def draw_crack(image: np.ndarray, rng: np.random.Generator, width: int = 2) -> n
     return mask.astype(bool)
 
 
+def crack_crop_batch(n: int, rng: np.random.Generator, size: int = 48):
+    """``n`` crops, odd indices with a drawn crack: (uint8 (n, size, size, 3), labels 0/1)."""
+    crops, labels = [], []
+    for k in range(n):
+        img = concrete_texture(size, size, rng)
+        if k % 2:
+            draw_crack(img, rng)
+        crops.append(img)
+        labels.append(k % 2)
+    return np.stack(crops), np.array(labels, np.float32)
+
+
 def save_untrained(directory: Path, labels=LABELS, tile_size: int = 128, **meta) -> Path:
     """One untrained classifier per label (fixed seeds) saved in the real weights format."""
     directory.mkdir(parents=True, exist_ok=True)

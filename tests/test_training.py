@@ -19,21 +19,13 @@ from defectcam.training.loop import (
     train_classifier,
 )
 from defectcam.weights import WeightsMetadata, load_weights
-from tests.helpers import concrete_texture, draw_crack
+from tests.helpers import crack_crop_batch
 
 
-def crack_crops(n: int, seed: int, size: int = 48) -> CropSet:
-    rng = np.random.default_rng(seed)
-    crops, labels = [], []
-    for k in range(n):
-        img = concrete_texture(size, size, rng)
-        if k % 2:
-            draw_crack(img, rng)
-        crops.append(img)
-        labels.append(k % 2)
+def crack_crops(n: int, seed: int) -> CropSet:
+    crops, labels = crack_crop_batch(n, np.random.default_rng(seed))
     zeros = np.zeros((n, 2))
-    return CropSet(np.stack(crops), np.array(labels, np.float32), zeros, zeros,
-                   [f"img{k}" for k in range(n)])
+    return CropSet(crops, labels, zeros, zeros, [f"img{k}" for k in range(n)])
 
 
 @pytest.fixture(scope="module")
