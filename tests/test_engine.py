@@ -115,17 +115,19 @@ def test_tiled_map_equals_whole_image_map(fitted_crack_model):
 
 
 def test_screening_skips_negative_tiles(fitted_crack_model):
-    image, truth = crack_scene(5, cracks=1)
-    image[:, 200:] = concrete_texture(200, 128, np.random.default_rng(0))  # clean right part
+    image, _ = crack_scene(7)
     # 48 px tiles: the scale the fixture classifier was fitted on.
     meta = WeightsMetadata(label="crack", tile_size=48, tile_overlap=16)
     predictor = DefectMapPredictor(fitted_crack_model, meta, "cpu")
-    screened = predictor.predict(image, iterations=2, screen_threshold=0.5)
-    full = predictor.predict(image, iterations=2)
+    full = predictor.predict(image, iterations=1)
     assert full.climbed.all()
-    negative = screened.tile_probability < 0.5
-    assert np.array_equal(screened.climbed, ~negative)
+    # A threshold between the tiles' probabilities: the mechanism, not the classifier, is tested.
+    threshold = float(np.median(full.tile_probability))
+    screened = predictor.predict(image, iterations=1, screen_threshold=threshold)
+    negative = screened.tile_probability < threshold
     assert negative.any() and (~negative).any()
+    assert np.array_equal(screened.climbed, ~negative)
+    np.testing.assert_array_equal(screened.tile_probability, full.tile_probability)
 
 
 def test_proposer_validates_requests(fitted_crack_model):
