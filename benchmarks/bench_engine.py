@@ -140,7 +140,6 @@ def run_ours(model, meta, image, iterations, max_tiles, device):
     predictor = DefectMapPredictor(model, meta, device)
     if max_tiles:  # same tiles as the peer: run on the crop those tiles cover
         grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
-        result = None
         acc = np.zeros(image.shape[:2], np.float32)
         settings = predictor.settings(iterations)
         tiles = grid.tiles()[:max_tiles]
