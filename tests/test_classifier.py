@@ -52,6 +52,30 @@ def test_free_gradcam_equals_autograd_gradcam(model):
     torch.testing.assert_close(out.cam.detach() / (h * w), gradcam.detach(), rtol=0, atol=1e-6)
 
 
+def test_folded_batchnorm_gives_the_same_maps_and_climb(model):
+    """The predictor's inference copy (BatchNorm folded into the convs) computes the same
+    logits, CAMs and input gradients, leaves the original untouched and keeps no BatchNorm."""
+    from defectcam.advcam import AdvCAMSettings, advcam_climb
+    from defectcam.modeling import fold_batchnorm
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    x = torch.randn(2, 3, 48, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref, got = model(x), folded(x)
+    assert ref.cam.abs().max() > 0
+    # float64 here: the folded weights differ from the unfolded products by rounding only.
+    torch.testing.assert_close(got.logit, ref.logit, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got.cam, ref.cam, rtol=1e-9, atol=1e-9)
+    settings = AdvCAMSettings(iterations=2)
+    torch.testing.assert_close(advcam_climb(folded, x, settings).cam,
+                               advcam_climb(model, x, settings).cam, rtol=1e-8, atol=1e-8)
+
+
 def test_output_shapes_and_input_check(model):
     out = model(torch.randn(1, 3, 40, 56, dtype=torch.float64))
     assert out.logit.shape == (1,) and out.cam.shape == (1, 40, 56)

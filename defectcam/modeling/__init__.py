@@ -1,3 +1,3 @@
-from defectcam.modeling.classifier import ClassifierOutput, DefectClassifier
+from defectcam.modeling.classifier import ClassifierOutput, DefectClassifier, fold_batchnorm
 
-__all__ = ["ClassifierOutput", "DefectClassifier"]
+__all__ = ["ClassifierOutput", "DefectClassifier", "fold_batchnorm"]

@@ -8,12 +8,14 @@ no backward (method.md section 3).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 ENCODER_NAME = "resnet34"
 ENCODER_DEPTH = 3
@@ -74,3 +76,32 @@ class DefectClassifier(nn.Module):
         weight = self.head.weight[:, :, None, None]  # (1, C, 1, 1)
         cam = F.relu(F.conv2d(features, weight)).squeeze(1)
         return ClassifierOutput(logit=logit, cam=cam)
+
+
+def fold_batchnorm(model: DefectClassifier) -> DefectClassifier:
+    """An inference copy of ``model`` with every eval-mode BatchNorm folded into its conv.
+
+    In eval mode BatchNorm is an affine map per channel, so ``bn(conv(x))`` is one conv with
+    rescaled weights and a bias: same maps (to float rounding, ~1e-6 relative), no
+    full-resolution normalisation pass forward or backward (about 12 % faster on CPU,
+    BENCHMARKS.md). The copy is for inference and the climb only: it cannot be trained.
+    """
+    folded = copy.deepcopy(model).eval()
+    _fold_children(folded)
+    left = [name for name, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:  # a BatchNorm not directly after its conv: the pairing rule does not hold
+        raise RuntimeError(f"BatchNorm layers left unfolded: {left}")
+    return folded
+
+
+def _fold_children(module: nn.Module) -> None:
+    # smp and torchvision register each BatchNorm right after the conv it normalises
+    # (conv1/bn1, conv2/bn2, Conv2dReLU's 0/1), which is also the order they run in.
+    names = list(module._modules)
+    for conv_name, bn_name in zip(names, names[1:], strict=False):
+        conv, bn = module._modules[conv_name], module._modules[bn_name]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+            module._modules[bn_name] = nn.Identity()
+    for child in module.children():
+        _fold_children(child)
