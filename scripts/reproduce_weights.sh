@@ -9,15 +9,18 @@
 #   CROP=320 PER_CLICK=5 EPOCHS=20 STEPS=0 scripts/reproduce_weights.sh crack
 set -euo pipefail
 defect=${1:?usage: $0 crack|spalling|rust [OUT_DIR]}
-out=${2:-weights}
-runs=${RUNS:-runs}
+out=$(realpath -m "${2:-weights}")  # absolute: the script changes directory below
+runs=$(realpath -m "${RUNS:-runs}")
 crop=${CROP:-64}
 lr=${LR:-1e-3}
 per_click=${PER_CLICK:-2}
 if [ "$defect" = crack ]; then per_source=${PER_SOURCE:-300}; else per_source=${PER_SOURCE:-0}; fi
 epochs=${EPOCHS:-12}
 steps=${STEPS:-40}
-data=${DEFECTCAM_SHARED_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}
+# Run from the repository root so that the metadata records the data path as given
+# (relative), not the training machine's absolute path.
+cd "$(dirname "$0")/.."
+data=${DEFECTCAM_SHARED_DATA:-../shared/data}
 mkdir -p "$runs" "$out"
 defectcam simulate --defect "$defect" --split train --seed 0 --crop-size "$crop" \
   --data-root "$data" --max-images-per-source "$per_source" --out "$runs/$defect.train-clicks.xml"
