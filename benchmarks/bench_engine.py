@@ -138,21 +138,10 @@ def run_peer(model, meta, image, iterations, max_tiles):
 
 def run_ours(model, meta, image, iterations, max_tiles, device):
     predictor = DefectMapPredictor(model, meta, device)
-    if max_tiles:  # same tiles as the peer: run on the crop those tiles cover
-        grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
-        acc = np.zeros(image.shape[:2], np.float32)
-        settings = predictor.settings(iterations)
-        tiles = grid.tiles()[:max_tiles]
-        for first in range(0, len(tiles), predictor.tile_batch):
-            batch = tiles[first : first + predictor.tile_batch]
-            x0 = normalize_batch(np.stack([extract_tile(image, grid, i, j) for i, j in batch]),
-                                 meta.mean, meta.std).to(device)
-            cams, _, _ = predictor._run_batch(x0, settings, None)
-            for k, (i, j) in enumerate(batch):
-                stitch_tiles(acc, grid, i, j, cams[k])
-        return acc, len(tiles), len(grid)
-    result = predictor.predict(image, iterations=iterations)
-    return result.cam_map * result.normaliser, len(result.grid), len(result.grid)
+    grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
+    tiles = grid.tiles()[:max_tiles] if max_tiles else None  # the peer's subset
+    result = predictor.predict(image, iterations=iterations, tiles=tiles)
+    return result.cam_map * result.normaliser, len(tiles or grid), len(grid)
 
 
 def one(args) -> None:

@@ -188,3 +188,22 @@ def test_fitted_classifier_localises_drawn_cracks(fitted_crack_model, seed):
     assert recall >= 0.9, f"proposals cover {recall:.0%} of the drawn lines"
     assert inside_field >= 0.95, f"only {inside_field:.0%} of the proposals near a line"
     assert iou >= 3 * chance, f"IoU {iou:.3f} is not 3x chance ({chance:.3f})"
+
+
+def test_predict_on_a_subset_of_tiles(fitted_crack_model):
+    """``tiles=`` runs only those tiles (the benchmark's subset path): the map is 0 outside
+    them and equals the whole run where no other tile contributes."""
+    image, _ = crack_scene(4, 200, 328)
+    meta = WeightsMetadata(label="crack", tile_size=128, tile_overlap=64)
+    predictor = DefectMapPredictor(fitted_crack_model, meta, "cpu")
+    full = predictor.predict(image, iterations=0)
+    part = predictor.predict(image, iterations=0, tiles=[(0, 0)])
+    raw_full, raw_part = full.cam_map * full.normaliser, part.cam_map * part.normaliser
+    ys, xs = full.grid.window(0, 0)
+    outside = np.ones(image.shape[:2], bool)
+    outside[ys, xs] = False
+    assert raw_part[outside].max() == 0 and raw_part[ys, xs].max() > 0
+    own = (slice(0, full.grid.ys[1]), slice(0, full.grid.xs[1]))  # before the next tiles
+    np.testing.assert_allclose(raw_part[own], raw_full[own], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"tiles \[\(5, 0\)\] are not in the"):
+        predictor.predict(image, iterations=0, tiles=[(5, 0)])
