@@ -10,7 +10,7 @@ library's own code.
 
 Each measurement runs in its own subprocess so that its peak RSS is its own.
 
-    python benchmarks/bench_engine.py                 # writes BENCHMARKS.md
+    python benchmarks/bench_engine.py                 # writes its section of BENCHMARKS.md
     python benchmarks/bench_engine.py --quick         # small sizes, to check the script
 """
 
@@ -136,8 +136,12 @@ def run_peer(model, meta, image, iterations, max_tiles):
     return acc, len(tiles), len(grid)
 
 
-def run_ours(model, meta, image, iterations, max_tiles, device):
+def run_ours(model, meta, image, iterations, max_tiles, device, fold=True):
     predictor = DefectMapPredictor(model, meta, device)
+    if not fold:  # the same engine on the model as loaded, to measure what folding gains
+        predictor.model = model.to(device, memory_format=torch.channels_last).eval()
+        for p in predictor.model.parameters():
+            p.requires_grad_(False)
     grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
     tiles = grid.tiles()[:max_tiles] if max_tiles else None  # the peer's subset
     result = predictor.predict(image, iterations=iterations, tiles=tiles)
@@ -152,7 +156,7 @@ def one(args) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     runner = run_peer if args.method == "peer" else run_ours
-    extra = () if args.method == "peer" else (args.device,)
+    extra = () if args.method == "peer" else (args.device, args.method != "ours-unfolded")
     cam, tiles, total = runner(model, meta, image, args.iterations, args.max_tiles, *extra)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -213,8 +217,10 @@ def main() -> None:
                 a, b = np.load(ours_sub["map"]), np.load(peer["map"])
                 covered = b != 0 if peer_tiles else np.ones_like(b, bool)
                 diff = float(np.abs(a - b)[covered].max() / max(np.abs(a[covered]).max(), 1e-12))
+                unfolded = (measure(image, "ours-unfolded", t, 0, args.device, tmp)
+                            if not peer_tiles else None)
                 rows.append({"image": image, "T": t, "ours": ours, "ours_sub": ours_sub,
-                             "peer": peer, "max_rel_diff": diff})
+                             "peer": peer, "max_rel_diff": diff, "unfolded": unfolded})
     write_report(rows, args)
 
 
@@ -229,13 +235,14 @@ def write_report(rows, args) -> None:
         f"CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, " \
         f"{torch.get_num_threads()} threads"
     lines = [
-        "# Benchmarks", "",
+        ENGINE_BEGIN, "## Engine: defectcam vs a naive peer", "",
         f"Engine benchmark (`python benchmarks/bench_engine.py`), "
         f"{datetime.date.today().isoformat()}, {device}.",
         f"Weights: {rows[0]['ours']['weights']}; tiles {512}px, overlap 128px.", "",
         "Peer: pytorch-grad-cam `GradCAM` (hooks + backward, per-image scaling off) on the "
         "same model and weights, plus a plain per-tile AdvCAM loop, one tile at a time. Ours: "
-        "free Grad-CAM in the forward pass, climb gradients w.r.t. the input only, tile batches.",
+        "free Grad-CAM in the forward pass, climb gradients w.r.t. the input only, tile batches, "
+        "BatchNorm folded into the convolutions.",
         "Peak memory: peak RSS of the measuring process minus its RSS before the run "
         "(model loaded, image decoded).", "",
         "| image | T | ours s/image | ours MP/s | peer s (tiles) | speed-up | max rel. map diff "
@@ -256,8 +263,32 @@ def write_report(rows, args) -> None:
               "with ours on the same tiles, measured in the same run. An extrapolated time is "
               "ours on those tiles x (tiles in the image / tiles measured); its peak memory "
               "includes the whole image's buffers (the map is allocated in full).", ""]
-    args.out.write_text("\n".join(lines) + "\n")
+    folds = [r for r in rows if r["unfolded"]]
+    if folds:
+        lines += ["What folding BatchNorm into the convolutions gains (same engine, same run):",
+                  "", "| image | T | not folded s | folded s | gain |", "|---|---|---|---|---|"]
+        lines += [f"| {r['image']} | {r['T']} | {r['unfolded']['seconds']:.1f} | "
+                  f"{r['ours']['seconds']:.1f} | "
+                  f"{r['unfolded']['seconds'] / r['ours']['seconds']:.2f}x |" for r in folds]
+        lines.append("")
+    write_section(args.out, "\n".join(lines + [ENGINE_END]))
     print(f"wrote {args.out}")
+
+
+ENGINE_BEGIN = "<!-- bench_engine.py: generated section, begin -->"
+ENGINE_END = "<!-- bench_engine.py: generated section, end -->"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this script's section of ``path`` (or add it), keeping everything else."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if ENGINE_BEGIN in text and ENGINE_END in text:
+        before, rest = text.split(ENGINE_BEGIN, 1)
+        after = rest.split(ENGINE_END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":
