@@ -17,6 +17,7 @@ from defectcam.advcam import AdvCAMSettings, advcam_climb
 from defectcam.build import normalize_batch
 from defectcam.modeling import DefectClassifier, fold_batchnorm
 from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles
+from defectcam.utils.cpu_memory import keep_large_allocations_in_heap
 from defectcam.weights import WeightsMetadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -78,6 +79,8 @@ class DefectMapPredictor:
             p.requires_grad_(False)  # the climb needs gradients w.r.t. the input only
         self.metadata = metadata
         self.tile_batch = tile_batch or (8 if self.device.type == "cuda" else 2)
+        if self.device.type == "cpu":
+            keep_large_allocations_in_heap()  # ~1.2x on CPU: no page faults per pass
 
     def settings(self, iterations: int | None = None) -> AdvCAMSettings:
         m = self.metadata
