@@ -174,7 +174,7 @@ def measure(image: str, method: str, iterations: int, max_tiles: int, device: st
            "--map-out", str(map_out)]
     # The CPU malloc tuning is part of the engine; the peer and the untuned variants run
     # without it (each measurement is its own process, so the setting cannot leak).
-    tuned = method in ("ours",)
+    tuned = method == "ours"
     env = dict(os.environ, DEFECTCAM_MALLOC_TUNING="1" if tuned else "0")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])

@@ -292,3 +292,14 @@ def test_threshold_sweep_matches_direct_binarisation():
         for cam, truth in pairs:
             direct = direct + pixel_counts(np.nan_to_num(cam) > p.threshold, truth)
         assert p.pixels == direct
+
+
+def test_time_saving_counts_add_field_by_field():
+    """Per-image Eq. 3 groups and edit costs sum to the totals the reports print."""
+    from defectcam.evaluation.timesave import EditCost, Eq3Groups
+
+    total = sum([Eq3Groups(1, 2, 3, 10), Eq3Groups(0, 1, 0, 4)], Eq3Groups())
+    assert total == Eq3Groups(g95=1, g75=3, g50=3, n=14)
+    cost = EditCost(2, 1, 1, 0, 30.0, 12.5) + EditCost(1, 0, 1, 3, 20.0, 26.0)
+    assert cost == EditCost(3, 1, 2, 3, 50.0, 38.5)
+    assert cost.saved_s == 11.5

@@ -14,7 +14,7 @@ is not assumed. False positives do not enter Eq. 3; the edit-cost model charges 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Protocol
 
 GROUP_SAVINGS: dict[str, float] = {"G95": 0.95, "G75": 0.75, "G50": 0.50}
@@ -71,18 +71,22 @@ def eq3_saving(g95: int, g75: int, g50: int, n: int) -> float:
     return (0.95 * g95 + 0.75 * g75 + 0.50 * g50) / n
 
 
+class _FieldwiseSum:
+    """``a + b`` adds two dataclass instances field by field (per-image counts -> totals)."""
+
+    def __add__(self, other):
+        return type(self)(*(getattr(self, f.name) + getattr(other, f.name)
+                            for f in fields(self)))
+
+
 @dataclass
-class Eq3Groups:
+class Eq3Groups(_FieldwiseSum):
     """Instance counts per group; ``n`` is all instances (``none`` = the rest)."""
 
     g95: int = 0
     g75: int = 0
     g50: int = 0
     n: int = 0
-
-    def __add__(self, other: Eq3Groups) -> Eq3Groups:
-        return Eq3Groups(self.g95 + other.g95, self.g75 + other.g75,
-                         self.g50 + other.g50, self.n + other.n)
 
     @property
     def none(self) -> int:
@@ -160,7 +164,7 @@ class AnnotatorModel:
 
 
 @dataclass
-class EditCost:
+class EditCost(_FieldwiseSum):
     """Seconds from the annotator model; ``saving`` is 0.0 when nothing needed drawing."""
 
     n_instances: int = 0
@@ -169,12 +173,6 @@ class EditCost:
     n_false_positives: int = 0
     scratch_s: float = 0.0
     assisted_s: float = 0.0
-
-    def __add__(self, other: EditCost) -> EditCost:
-        return EditCost(self.n_instances + other.n_instances, self.n_refined + other.n_refined,
-                        self.n_missed + other.n_missed,
-                        self.n_false_positives + other.n_false_positives,
-                        self.scratch_s + other.scratch_s, self.assisted_s + other.assisted_s)
 
     @property
     def saved_s(self) -> float:

@@ -83,7 +83,7 @@ def fold_batchnorm(model: DefectClassifier) -> DefectClassifier:
 
     In eval mode BatchNorm is an affine map per channel, so ``bn(conv(x))`` is one conv with
     rescaled weights and a bias: same maps (to float rounding, ~1e-6 relative), no
-    full-resolution normalisation pass forward or backward (about 12 % faster on CPU,
+    full-resolution normalisation pass forward or backward (8-13 % faster on CPU,
     BENCHMARKS.md). The copy is for inference and the climb only: it cannot be trained.
     """
     folded = copy.deepcopy(model).eval()

@@ -3,7 +3,7 @@
 glibc serves every allocation above its mmap threshold (128 KiB to 32 MiB, adaptive) with a
 new mapping and unmaps it on free, so each forward/backward pass over a tile batch faults in
 its ~100 MB activations page by page again. Raising the mmap and trim thresholds lets freed
-blocks be reused: 4x to 30x fewer page faults and about 1.2x faster AdvCAM climbs on CPU
+blocks be reused: 28x to 118x fewer page faults and about 1.3x faster AdvCAM climbs on CPU
 (BENCHMARKS.md), for a few hundred MB more resident memory (up to 1 GiB of freed memory stays
 with the process). Process-wide, so it is applied once, only on glibc, and can be switched
 off with ``DEFECTCAM_MALLOC_TUNING=0``.
