@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from defectcam.predictor import DefectMap, DefectMapPredictor
+from defectcam.refine import Refinement
 from defectcam.utils.masks import Proposal, binarize_map, close_mask, mask_to_proposals
 from defectcam.weights import find_weights, load_weights
 
@@ -108,8 +109,9 @@ class DefectProposer:
             probability threshold).
         min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
 
-        A proposal's confidence is the classifier's probability for the tile that holds the
-        proposal's strongest pixel: how sure the model is that this region shows the defect.
+        A proposal's confidence is, as the weights' metadata says (``confidence``), the
+        classifier's probability for the tile that holds the proposal's strongest pixel
+        (``tile``) or that pixel's value on the normalised map (``peak``).
         """
         if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
             raise ValueError(f"iterations must be within 0..{MAX_ITERATIONS}, got {iterations}")
@@ -121,23 +123,37 @@ class DefectProposer:
             predictor = self.predictors[label]
             start = time.perf_counter()
             defect_map = predictor.predict(image, iterations, screen_threshold, progress=progress)
-            proposals = self.map_to_proposals(defect_map, cam_threshold)
+            proposals = self.map_to_proposals(defect_map, cam_threshold, image)
             result.proposals.extend(p for p in proposals if p.confidence >= min_confidence)
             result.maps[label] = defect_map
             result.seconds[label] = time.perf_counter() - start
         return result
 
     def map_to_proposals(
-        self, defect_map: DefectMap, cam_threshold: float | None = None
+        self, defect_map: DefectMap, cam_threshold: float | None = None,
+        image: np.ndarray | None = None,
     ) -> list[Proposal]:
-        """Threshold, close, split into components, drop small ones (method.md section 5)."""
+        """Threshold, fit to image evidence (when the weights ask for it), close, split into
+        components, drop small ones (method.md section 5; ``defectcam.refine``).
+
+        ``image`` is the RGB image the map was made of; weights with a refinement need it.
+        """
         m = self.predictors[defect_map.label].metadata
         threshold = m.cam_threshold if cam_threshold is None else cam_threshold
-        binary = close_mask(binarize_map(defect_map.cam_map, threshold), m.closing_size)
+        binary = binarize_map(defect_map.cam_map, threshold)
+        refinement = Refinement.from_dict(m.refinement)
+        if refinement.active:
+            if image is None:
+                raise ValueError(f"{m.label}: these weights fit proposals to image evidence "
+                                 f"({refinement.evidence}); pass the image")
+            binary = refinement.apply(binary, image)
+        binary = close_mask(binary, m.closing_size)
+        by_tile = m.confidence == "tile"
         return mask_to_proposals(
             binary,
             defect_map.label,
             m.min_area,
             score_map=defect_map.cam_map,
-            confidence_fn=lambda y, x, peak: defect_map.probability_at(y, x),
+            confidence_fn=(lambda y, x, peak: defect_map.probability_at(y, x)) if by_tile
+            else None,
         )

@@ -17,8 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from defectcam.build import IMAGENET_MEAN, IMAGENET_STD, build_classifier
 from defectcam.modeling import DefectClassifier
+from defectcam.refine import Refinement
 
 FORMAT_VERSION = 1
+#: What a proposal's confidence can be (see ``WeightsMetadata.confidence``).
+CONFIDENCE_KINDS = ("tile", "peak")
 FORMAT_NAME = "defectcam-classifier"
 
 
@@ -51,6 +54,13 @@ class WeightsMetadata:
     #: is divided by max(image peak, cam_scale * (T+1)), so a defect-free image is not
     #: stretched until its noise looks like a defect.
     cam_scale: float = 0.0
+    #: Fitting proposals to image evidence (``defectcam.refine.Refinement`` as a dict; empty:
+    #: the map alone, the paper's post-processing).
+    refinement: dict = field(default_factory=dict)
+    #: What a proposal's confidence is: ``tile`` (the classifier's probability for the tile
+    #: holding the proposal's peak) or ``peak`` (the proposal's own peak on the normalised
+    #: map, so that CVAT's threshold removes weak proposals, not whole tiles).
+    confidence: str = "tile"
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -78,6 +88,14 @@ class WeightsMetadata:
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
+        if data.get("confidence", "tile") not in CONFIDENCE_KINDS:
+            raise WeightsError(f"{source}: confidence must be one of {CONFIDENCE_KINDS}, "
+                               f"got {data['confidence']!r}")
+        try:
+            Refinement.from_dict(data.get("refinement"))
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{source}: bad refinement {data.get('refinement')!r}: {err}"
+                               ) from None
         return cls(**data)
 
 

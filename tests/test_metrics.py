@@ -137,7 +137,8 @@ def test_empty_image_and_no_instances():
     m = match_instances([], empty)
     assert m.n_instances == 0 and m.n_proposals == 0
     assert m.pixels.to_dict() == {"tp": 0, "fp": 0, "fn": 0, "iou": 1.0, "precision": 1.0,
-                                  "recall": 1.0, "f1": 1.0}
+                                  "recall": 1.0, "f1": 1.0, "near": 0, "total": 0,
+                                  "iou_tolerant": 1.0}
     t = estimate_time_saving(m.instances)
     assert t.eq3.saving == 0.0 and t.edit_cost.saving == 0.0
 
@@ -303,3 +304,18 @@ def test_time_saving_counts_add_field_by_field():
     cost = EditCost(2, 1, 1, 0, 30.0, 12.5) + EditCost(1, 0, 1, 3, 20.0, 26.0)
     assert cost == EditCost(3, 1, 2, 3, 50.0, 38.5)
     assert cost.saved_s == 11.5
+
+
+def test_tolerant_pixel_iou_forgives_a_one_pixel_shift_only_within_the_tolerance() -> None:
+    truth = np.zeros((40, 40), bool)
+    truth[5:35, 20] = True  # a 1 px crack label
+    beside = np.zeros_like(truth)
+    beside[5:35, 21] = True  # the proposal one pixel to the right
+    far = np.zeros_like(truth)
+    far[5:35, 26] = True  # six pixels away
+    near = pixel_counts(beside, truth, tolerance_px=2)
+    assert near.iou == 0.0 and near.iou_tolerant == pytest.approx(1.0)
+    assert pixel_counts(far, truth, tolerance_px=2).iou_tolerant == 0.0
+    assert pixel_counts(beside, truth).iou_tolerant == 0.0  # no tolerance: the plain IoU
+    half = pixel_counts(beside, truth, 2) + pixel_counts(far, truth, 2)
+    assert half.iou_tolerant == pytest.approx((0.5) / (2 - 0.5))

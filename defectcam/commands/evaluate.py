@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--limit", type=int, default=None,
                       help="at most N images per defect, a seeded choice")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit choice")
+    data.add_argument("--other-sources", type=int, default=0, metavar="N",
+                      help="also N images of each source that does not label the defect "
+                           "(empty truth: false positives on the other defects' photos, "
+                           "which every classifier sees in CVAT) (default: %(default)s)")
     data.add_argument("--max-side", type=int, default=None,
                       help="downscale images and truth to this longer side (speed; reported)")
     s = p.add_argument_group("proposer")
@@ -59,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="AdvCAM steps T of the main setting (default: the weights' value)")
     s.add_argument("--cam-threshold", type=float, default=None,
                    help="default: the weights' value (0.1)")
+    s.add_argument("--min-confidence", type=float, default=0.5,
+                   help="drop the model's proposals below this confidence, as the CVAT "
+                        "function's default threshold does (default: %(default)s)")
     s.add_argument("--screen", action="store_true", help="tile screening in the main setting")
     s.add_argument("--ablation", action="store_true",
                    help="also run each --ablation-iterations T, and with/without screening")
@@ -103,6 +110,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--cvat-xml and --images go together")
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise ValueError("--min-confidence must be within 0..1")
+    if args.other_sources < 0:
+        raise ValueError("--other-sources must be >= 0")
     if args.max_side is not None and args.max_side < 32:
         raise ValueError("--max-side must be >= 32")
 
@@ -123,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
                 "sha256": md.sha256, "tile_size": md.tile_size, "tile_overlap": md.tile_overlap,
                 "iterations": md.iterations, "cam_threshold": md.cam_threshold,
                 "closing_size": md.closing_size, "min_area": md.min_area,
-                "cam_scale": md.cam_scale, "xi": md.xi, "tau": md.tau, "lam": md.lam}
+                "cam_scale": md.cam_scale, "xi": md.xi, "tau": md.tau, "lam": md.lam,
+                "refinement": md.refinement, "confidence": md.confidence}
     defects = args.defect or (list(proposer.labels) if proposer else list(DEFECTS))
     defects = list(dict.fromkeys(defects))
     if proposer is not None:
@@ -144,13 +156,15 @@ def run(args: argparse.Namespace) -> int:
         data_description = f"CVAT export {args.cvat_xml} (images under {args.images})"
     else:
         items = folder_items(defects, args.split, args.data_root, args.source, args.limit,
-                             args.seed, args.val_fraction, args.split_seed)
+                             args.seed, args.val_fraction, args.split_seed, args.other_sources)
         data_description = (f"data-set folders under {args.data_root or '../shared/data'}, "
                             f"split {args.split} (val fraction {args.val_fraction}, split "
                             f"seed {args.split_seed})"
                             + (f", sources {args.source}" if args.source else "")
                             + (f", {args.limit} images per defect (seed {args.seed})"
-                               if args.limit else ""))
+                               if args.limit else "")
+                            + (f", plus {args.other_sources} images of each other defect's "
+                               f"source (empty truth)" if args.other_sources else ""))
     if not items:
         raise FileNotFoundError(f"no images with truth for {defects}")
 
@@ -165,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         bar.update(1)
 
     evaluation = evaluate(items, settings, proposer, rule, args.max_side,
-                          args.sweep_thresholds if args.sweep else None, progress=progress)
+                          args.sweep_thresholds if args.sweep else None, progress=progress,
+                          min_confidence=args.min_confidence)
     bar.close()
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,12 @@ from defectcam.data import DEFECTS, NEGATIVE_LABEL
 from defectcam.data.crops import ClickCropDataset, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.data.simulate import simulate_clicks
-from defectcam.data.sources import pairs_for_defect, shared_data_root, split_source
+from defectcam.data.sources import (
+    other_source_pairs,
+    pairs_for_defect,
+    shared_data_root,
+    split_source,
+)
 from defectcam.training.calibrate import calibrate_cam_scale
 from defectcam.training.loop import TrainConfig, train_classifier
 from defectcam.weights import WeightsMetadata, load_weights, save_weights
@@ -35,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images-per-source", type=int, default=None,
                    help="at most this many images of each source (a seeded choice), so that "
                         "one large source does not drown the others")
+    p.add_argument("--other-sources", type=int, default=0, metavar="N",
+                   help="also click negatives on up to N photos of each source that does not "
+                        "label this defect (same split; the other defects' photos, which the "
+                        "classifier sees in CVAT too) (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
     p.set_defaults(func=run_simulate)
 
@@ -80,6 +89,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     chosen = {"train": train, "val": val, "all": train + val}[args.split]
     if args.max_images_per_source:
         chosen = cap_per_source(chosen, args.max_images_per_source, args.seed)
+    if args.other_sources:
+        other = split_source(other_source_pairs(args.defect, root), args.val_fraction,
+                             args.seed)
+        chosen += cap_per_source({"train": other[0], "val": other[1],
+                                  "all": other[0] + other[1]}[args.split],
+                                 args.other_sources, args.seed)
     annotations = simulate_clicks(chosen, args.defect, args.seed,
                                   negatives_per_image=args.negatives_per_image,
                                   min_distance=args.min_distance, crop_size=args.crop_size,

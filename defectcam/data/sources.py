@@ -106,6 +106,24 @@ def pairs_for_defect(defect: str, root: str | Path | None = None) -> list[ImageP
     return [pair for name in DEFECT_SOURCES[defect] for pair in list_pairs(name, root)]
 
 
+def other_source_pairs(defect: str, root: str | Path | None = None) -> list[ImagePair]:
+    """Pairs of every source that does *not* label ``defect``, source by source.
+
+    In CVAT every classifier runs on every frame, so the photos of the other defects (painted
+    steel for the crack classifier, bare concrete for the rust one) are frames it must answer
+    "no" on: they give it negative clicks (and count its false positives in evaluation).
+    """
+    if defect not in DEFECT_SOURCES:
+        raise ValueError(f"unknown defect {defect!r}; known: {DEFECTS}")
+    return [pair for name, src in SOURCES.items() if defect not in src.values
+            for pair in list_pairs(name, root)]
+
+
+def holds_defect(pair: ImagePair, defect: str) -> bool:
+    """Whether ``pair``'s source labels ``defect`` in its masks."""
+    return defect in get_source(pair.source).values
+
+
 def mask_for_defect(mask: np.ndarray, source: str, defect: str) -> np.ndarray:
     """Boolean mask of ``defect`` from a source's class-index mask."""
     src = get_source(source)
@@ -129,7 +147,13 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def load_defect_mask(pair: ImagePair, defect: str) -> np.ndarray:
-    return mask_for_defect(read_mask(pair.mask), pair.source, defect)
+    """Boolean mask of ``defect`` on ``pair``'s image. A source that does not label the
+    defect (see :func:`other_source_pairs`) gives an all-False mask: its photos show the
+    other defects' structures, where the defect is taken as absent."""
+    mask = read_mask(pair.mask)
+    if not holds_defect(pair, defect):
+        return np.zeros(mask.shape[:2], dtype=bool)
+    return mask_for_defect(mask, pair.source, defect)
 
 
 def _rank(seed: int, source: str, stem: str) -> bytes:

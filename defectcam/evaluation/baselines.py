@@ -1,6 +1,8 @@
 """Learning-free baselines: one image -> one binary defect map, from colour and darkness alone.
 
-They answer "what would a few lines of OpenCV give?" so that the classifiers' numbers have a
+They answer "what would a few lines of OpenCV give?" The image evidence they use lives in
+``defectcam.refine``, where the model's proposals are fitted to it inside the map's region;
+here it runs over the whole image with strict thresholds. so that the classifiers' numbers have a
 floor to stand on. ``defectcam evaluate --baseline`` runs them through the *same*
 post-processing as the model (closing, connected components, minimum area, see
 :func:`baseline_proposals`) and the same metrics, so the rows compare like with like.
@@ -20,55 +22,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
+from defectcam.refine import dark_lines, grey, local_grey_stats, otsu_threshold, rust_colour
 from defectcam.utils.masks import Proposal, close_mask, mask_to_proposals
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-def _otsu(values: np.ndarray) -> float:
-    """Otsu threshold of a uint8 image (0 when the image is flat)."""
-    if values.size == 0 or values.min() == values.max():
-        return float(values.max()) if values.size else 0.0
-    threshold, _ = cv2.threshold(values, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return float(threshold)
-
-
 def crack_baseline(image: np.ndarray, kernel_px: int = 15, k: float = 2.0) -> np.ndarray:
-    """Thin dark lines: black-hat above max(Otsu, mean + k std)."""
-    grey = cv2.GaussianBlur(_grey(image), (3, 3), 0)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
-    blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)
-    floor = float(blackhat.mean() + k * blackhat.std())
-    return blackhat > max(_otsu(blackhat), floor)
+    """Thin dark lines: black-hat above max(Otsu, mean + k std), over the whole image."""
+    return dark_lines(image, kernel_px, k, otsu=True)
 
 
-def rust_baseline(image: np.ndarray, max_hue: int = 25, min_red_hue: int = 170,
-                  min_saturation: int = 70, value_range: tuple[int, int] = (30, 235)
-                  ) -> np.ndarray:
-    """Orange, brown and reddish pixels in HSV."""
-    _grey(image)  # validates the input
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    hue_ok = (h <= max_hue) | (h >= min_red_hue)
-    return hue_ok & (s >= min_saturation) & (v >= value_range[0]) & (v <= value_range[1])
+def rust_baseline(image: np.ndarray) -> np.ndarray:
+    """Orange, brown and reddish pixels in HSV (``refine.rust_colour``'s defaults)."""
+    return rust_colour(image)
 
 
 def spalling_baseline(image: np.ndarray, window_px: int = 15) -> np.ndarray:
     """Textured and darker than the median: local grey std above Otsu, grey below median."""
-    grey = _grey(image).astype(np.float32)
-    mean = cv2.blur(grey, (window_px, window_px))
-    sq_mean = cv2.blur(grey * grey, (window_px, window_px))
-    std = np.sqrt(np.maximum(sq_mean - mean * mean, 0.0))
+    mean, std = local_grey_stats(image, window_px)
     std8 = np.clip(std * (255.0 / max(float(std.max()), 1e-6)), 0, 255).astype(np.uint8)
-    rough = std8 > _otsu(std8)
-    return rough & (mean < float(np.median(grey)))
+    rough = std8 > otsu_threshold(std8)
+    return rough & (mean < float(np.median(grey(image))))
 
 
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -287,12 +287,13 @@ def render_markdown(report: dict) -> str:
     if len(runs) > 1:
         lines += ["", "## Comparison: ablation and baselines", "",
                   "Each row is one pass over the same images with the same metrics.", ""]
-        header = ["setting", "defect", "pixel IoU", "F1", "instance recall", "FP / image",
-                  "Eq. 3 saving", "edit-cost saving", "s / image", "MP / image"]
+        header = ["setting", "defect", "pixel IoU", "tolerant IoU", "F1", "instance recall",
+                  "FP / image", "Eq. 3 saving", "edit-cost saving", "s / image", "MP / image"]
         rows = []
         for run in report["runs"]:
             for label, d in _defect_rows(run):
                 rows.append([run["name"], label, f"{d['pixels']['iou']:.3f}",
+                             f"{d['pixels'].get('iou_tolerant', d['pixels']['iou']):.3f}",
                              f"{d['pixels']['f1']:.3f}", _pct(d["instance_recall"]),
                              f"{d['false_positives_per_image']:.2f}",
                              _pct(d["time"]["eq3"]["saving"]),

@@ -22,7 +22,9 @@ from defectcam.data.crops import read_rgb, resolve_image
 from defectcam.data.cvat_xml import CvatImage, read_cvat_xml
 from defectcam.data.sources import (
     ImagePair,
+    list_pairs,
     load_defect_mask,
+    other_source_pairs,
     pairs_for_defect,
     shared_data_root,
     split_source,
@@ -74,25 +76,41 @@ class LoadedItem:
 
 def folder_items(defects: Sequence[str], split: str = "val", root: str | Path | None = None,
                  sources: Sequence[str] | None = None, limit: int | None = None,
-                 seed: int = 0, val_fraction: float = 0.2, split_seed: int = 0
-                 ) -> list[EvalItem]:
+                 seed: int = 0, val_fraction: float = 0.2, split_seed: int = 0,
+                 other_sources: int = 0) -> list[EvalItem]:
     """Images of the data-set folders: the training split (``split_source(pairs,
     val_fraction, split_seed)``, defaults as ``defectcam simulate``), then an optional
-    ``sources`` filter, then ``limit`` images per defect chosen with ``seed``."""
+    ``sources`` filter, then ``limit`` images per defect chosen with ``seed``.
+
+    ``other_sources``: also up to this many images (same split, seeded) of each source that
+    does not label the defect, with empty truth: in CVAT every classifier runs on every
+    frame, so its false positives on the other defects' photos count too.
+    """
     items: list[EvalItem] = []
     base = shared_data_root(root)
     for defect in defects:
         pairs = pairs_for_defect(defect, base)
-        train, val = split_source(pairs, val_fraction, split_seed)
-        chosen = {"train": train, "val": val, "all": train + val}[split]
-        if sources:
-            chosen = [p for p in chosen if p.source in sources]
-        if limit is not None and len(chosen) > limit:
-            rng = np.random.default_rng(seed)
-            keep = sorted(rng.choice(len(chosen), size=limit, replace=False).tolist())
-            chosen = [chosen[i] for i in keep]
+        chosen = _pick(pairs, split, val_fraction, split_seed, limit, seed, sources)
+        if other_sources:
+            for source in sorted({p.source for p in other_source_pairs(defect, base)}):
+                chosen += _pick(list_pairs(source, base), split, val_fraction, split_seed,
+                                other_sources, seed)
         items += [EvalItem(defect, p.name, p.image, p.source, pair=p) for p in chosen]
     return items
+
+
+def _pick(pairs: list[ImagePair], split: str, val_fraction: float, split_seed: int,
+          limit: int | None, seed: int, sources: Sequence[str] | None = None
+          ) -> list[ImagePair]:
+    train, val = split_source(pairs, val_fraction, split_seed)
+    chosen = {"train": train, "val": val, "all": train + val}[split]
+    if sources:
+        chosen = [p for p in chosen if p.source in sources]
+    if limit is not None and len(chosen) > limit:
+        rng = np.random.default_rng(seed)
+        keep = sorted(rng.choice(len(chosen), size=limit, replace=False).tolist())
+        chosen = [chosen[i] for i in keep]
+    return chosen
 
 
 def cvat_items(xml_path: str | Path, images_dir: str | Path, defects: Sequence[str],
@@ -296,7 +314,7 @@ def _postprocessing(proposer: DefectProposer | None, label: str) -> WeightsMetad
 
 
 def propose_once(proposer: DefectProposer | None, setting: RunSetting, image: np.ndarray,
-                 label: str):
+                 label: str, min_confidence: float = 0.0):
     """(proposals, seconds, defect map or None) of one setting on one image."""
     if setting.kind == "baseline":
         m = _postprocessing(proposer, label)
@@ -306,7 +324,8 @@ def propose_once(proposer: DefectProposer | None, setting: RunSetting, image: np
     if proposer is None:
         raise ValueError(f"setting {setting.name!r} needs weights")
     result = proposer.propose_detailed(image, setting.iterations, setting.cam_threshold,
-                                       labels=[label], screen=setting.screen)
+                                       labels=[label], screen=setting.screen,
+                                       min_confidence=min_confidence)
     return result.proposals, result.seconds[label], result.maps[label]
 
 
@@ -319,13 +338,15 @@ def evaluate(
     sweep_thresholds: Sequence[float] | None = None,
     keep_unions: bool = True,
     progress: Callable[[str], None] | None = None,
+    min_confidence: float = 0.0,
 ) -> EvaluationRun:
     """Run every setting on every item (each image decoded once).
 
     ``sweep_thresholds``: when given, the main (first) setting's maps are also binarised at
     each threshold (needs a model setting first). ``keep_unions``: keep the main setting's
     proposal unions (bit-packed) for the gallery. ``progress(text)`` is called after each
-    image and setting.
+    image and setting. ``min_confidence``: the model's proposals below it are dropped, as
+    CVAT's ``threshold`` drops them (the baselines' confidence is 1).
     """
     if not settings:
         raise ValueError("nothing to evaluate: no settings")
@@ -349,7 +370,7 @@ def evaluate(
         height, width = loaded.truth.shape
         for index, run in enumerate(runs):
             proposals, seconds, defect_map = propose_once(proposer, run.setting, loaded.image,
-                                                          item.label)
+                                                          item.label, min_confidence)
             match = match_instances(proposals, loaded.truth, rule, item.label, item.image_id)
             record = ImageRecord(match, item.source, seconds, loaded.scale)
             if index == 0 and keep_unions:
@@ -357,21 +378,24 @@ def evaluate(
             run.records.append(record)
             if index == 0 and sweep is not None and defect_map is not None:
                 sweep.add(item.label, defect_map.cam_map, loaded.truth,
-                          _sweep_matches(proposer, defect_map, loaded.truth, rule,
-                                         sweep.thresholds, item))
+                          _sweep_matches(proposer, defect_map, loaded, rule,
+                                         sweep.thresholds, item, min_confidence))
             if progress:
                 progress(item.image_id)
     return EvaluationRun(runs, sweep, rule, list(items), failures)
 
 
-def _sweep_matches(proposer: DefectProposer | None, defect_map, truth: np.ndarray,
-                   rule: MatchRule, thresholds: Sequence[float], item: EvalItem
-                   ) -> list[ImageMatch]:
+def _sweep_matches(proposer: DefectProposer | None, defect_map, loaded: LoadedItem,
+                   rule: MatchRule, thresholds: Sequence[float], item: EvalItem,
+                   min_confidence: float = 0.0) -> list[ImageMatch]:
     assert proposer is not None
     matches = []
     for t in thresholds:
-        proposals: list[Proposal] = proposer.map_to_proposals(defect_map, t)
-        matches.append(match_instances(proposals, truth, rule, item.label, item.image_id))
+        proposals: list[Proposal] = [
+            p for p in proposer.map_to_proposals(defect_map, t, loaded.image)
+            if p.confidence >= min_confidence]
+        matches.append(match_instances(proposals, loaded.truth, rule, item.label,
+                                       item.image_id))
     return matches
 
 

@@ -1,0 +1,154 @@
+"""Image evidence for proposals: the classifier says *where*, the image says *which pixels*.
+
+A GAP classifier's CAM localises a defect only to within its receptive field: on a crack it
+is a band tens of pixels wide, so thresholding the map alone proposes the concrete around the
+crack. König et al. (IEEE T-ITS 2022) fuse a crack classifier's CAM with a threshold of the
+darker pixels; this module is that fusion, per defect:
+
+    proposal pixels = dilate(map > cam_threshold, dilation) & evidence(image)
+
+The evidence maps are plain OpenCV on the RGB image (the model never appears), and the same
+functions with the strict, image-wide thresholds are the learning-free baselines of
+``defectcam.evaluation.baselines``: the model's contribution is the region, which lets the
+evidence use a more sensitive threshold than it could afford on the whole image.
+
+- ``dark-lines`` (crack): black-hat transform (closing minus image) of the blurred grey image
+  with a ``kernel_px`` ellipse (thin dark lines light up, broad shading does not), above
+  ``mean + k * std`` of the black-hat over the image.
+- ``rust-colour`` (rust): orange / brown / red in HSV (hue <= ``max_hue`` or >= ``min_red_hue``
+  on OpenCV's 0-179 scale, saturation >= ``min_saturation``, value within ``value_range``).
+- ``rough-dark`` (spalling): local grey standard deviation in a ``kernel_px`` window above
+  ``k`` times its image median, and local mean grey below the image median (exposed aggregate
+  is darker and rougher than the cast surface).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+#: Evidence kinds and the defect each was made for.
+EVIDENCE_KINDS = ("dark-lines", "rust-colour", "rough-dark")
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """Grey levels of an (H, W, 3) uint8 RGB image (raises on anything else)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu threshold of a uint8 image (its value when the image is flat, 0 when empty)."""
+    if values.size == 0 or values.min() == values.max():
+        return float(values.max()) if values.size else 0.0
+    threshold, _ = cv2.threshold(values, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(threshold)
+
+
+def blackhat(image: np.ndarray, kernel_px: int = 15) -> np.ndarray:
+    """Black-hat (closing minus image) of the 3x3-blurred grey image, uint8."""
+    g = cv2.GaussianBlur(grey(image), (3, 3), 0)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
+    return cv2.morphologyEx(g, cv2.MORPH_BLACKHAT, kernel)
+
+
+def dark_lines(image: np.ndarray, kernel_px: int = 15, k: float = 1.5,
+               otsu: bool = False) -> np.ndarray:
+    """Thin dark lines: black-hat above ``mean + k std`` (and above its Otsu threshold when
+    ``otsu``: the baseline's image-wide rule, which keeps a crack-free image from being split
+    in half)."""
+    response = blackhat(image, kernel_px)
+    floor = float(response.mean() + k * response.std())
+    if otsu:
+        floor = max(floor, otsu_threshold(response))
+    return response > floor
+
+
+def rust_colour(image: np.ndarray, max_hue: int = 25, min_red_hue: int = 170,
+                min_saturation: int = 70, value_range: tuple[int, int] = (30, 235)
+                ) -> np.ndarray:
+    """Orange, brown and reddish pixels in HSV."""
+    grey(image)  # validates the input
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    hue_ok = (h <= max_hue) | (h >= min_red_hue)
+    return hue_ok & (s >= min_saturation) & (v >= value_range[0]) & (v <= value_range[1])
+
+
+def local_grey_stats(image: np.ndarray, window_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """(local mean, local standard deviation) of grey in a ``window_px`` box, float32."""
+    g = grey(image).astype(np.float32)
+    mean = cv2.blur(g, (window_px, window_px))
+    sq_mean = cv2.blur(g * g, (window_px, window_px))
+    return mean, np.sqrt(np.maximum(sq_mean - mean * mean, 0.0))
+
+
+def rough_dark(image: np.ndarray, kernel_px: int = 15, k: float = 1.0) -> np.ndarray:
+    """Rough and dark: local std above ``k`` x its image median, local mean below the
+    image's median grey."""
+    mean, std = local_grey_stats(image, kernel_px)
+    return (std > k * float(np.median(std))) & (mean < float(np.median(mean)))
+
+
+_EVIDENCE: dict[str, Callable[..., np.ndarray]] = {
+    "dark-lines": lambda image, s: dark_lines(image, s.kernel_px, s.k),
+    "rust-colour": lambda image, s: rust_colour(image, min_saturation=int(s.k)),
+    "rough-dark": lambda image, s: rough_dark(image, s.kernel_px, s.k),
+}
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """How a defect's proposals are fitted to image evidence (weights' metadata).
+
+    ``evidence``: one of :data:`EVIDENCE_KINDS`, or ``"none"`` (the map alone, the paper's
+    post-processing). ``dilation``: pixels added around the map's region before the
+    intersection (the CAM band may sit beside a thin defect rather than on it). ``kernel_px``
+    and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k`` is the
+    minimum HSV saturation).
+    """
+
+    evidence: str = "none"
+    dilation: int = 0
+    kernel_px: int = 15
+    k: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.evidence != "none" and self.evidence not in EVIDENCE_KINDS:
+            raise ValueError(f"unknown evidence {self.evidence!r}; known: none, "
+                             f"{', '.join(EVIDENCE_KINDS)}")
+        if self.dilation < 0 or self.kernel_px < 1:
+            raise ValueError("refinement dilation must be >= 0 and kernel_px >= 1")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Refinement:
+        return cls(**(data or {}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def active(self) -> bool:
+        return self.evidence != "none"
+
+    def evidence_map(self, image: np.ndarray) -> np.ndarray:
+        """The evidence of ``image`` (H, W, 3) uint8 RGB as a boolean map."""
+        return np.asarray(_EVIDENCE[self.evidence](image, self), dtype=bool)
+
+    def apply(self, region: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """``region`` (the binarised map) fitted to the evidence of ``image``."""
+        if not self.active:
+            return region
+        if region.shape != image.shape[:2]:
+            raise ValueError(f"region {region.shape} and image {image.shape[:2]} differ in size")
+        if not region.any():
+            return region
+        if self.dilation:
+            kernel = cv2.getStructuringElement(
+                cv2.MORPH_ELLIPSE, (2 * self.dilation + 1, 2 * self.dilation + 1))
+            region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+        return region & self.evidence_map(image)
