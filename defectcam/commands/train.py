@@ -15,6 +15,7 @@ from defectcam.data.crops import ClickCropDataset, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.data.simulate import simulate_clicks
 from defectcam.data.sources import pairs_for_defect, shared_data_root, split_source
+from defectcam.device import resolve_device
 from defectcam.training.calibrate import calibrate_cam_scale
 from defectcam.training.loop import TrainConfig, train_classifier
 from defectcam.weights import WeightsMetadata, load_weights, save_weights
@@ -109,6 +110,10 @@ def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, se
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # Checked before the crops are built; unset or auto: the loop picks (cuda:LOCAL_RANK).
+    device = None if (args.device or "auto") == "auto" else args.device
+    if device:
+        resolve_device(device, "--device")
     clicks = []
     for path in args.clicks:
         clicks += clicks_from_annotations(read_cvat_xml(path), args.defect, args.negative_label)
@@ -146,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                         weight_decay=args.weight_decay, seed=args.seed, device=device,
                          precision=args.precision,
                          max_steps_per_epoch=args.max_steps_per_epoch,
                          freeze_batchnorm=(args.freeze_batchnorm == "yes" or (
