@@ -105,6 +105,21 @@ def test_gpu_resources(config) -> None:
         assert _env(data)["DEFECTCAM_DEVICE"] == "cpu"
 
 
+def test_gpu_image_asks_the_nvidia_runtime_for_gpus(config) -> None:
+    """As CVAT's GPU functions: NVIDIA_VISIBLE_DEVICES / NVIDIA_DRIVER_CAPABILITIES in the
+    image (build directives), never in spec.env, where they would override the choice of
+    --gpus or of Kubernetes' device plugin."""
+    kind, data = config
+    directives = data["spec"]["build"].get("directives", {}).get("preCopy", [])
+    image_env = dict(d["value"].split("=", 1) for d in directives if d["kind"] == "ENV")
+    if kind == "gpu":
+        assert image_env["NVIDIA_VISIBLE_DEVICES"] == "all"
+        assert set(image_env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"compute", "utility"}
+    else:
+        assert not any(key.startswith("NVIDIA_") for key in image_env)
+    assert not any(key.startswith("NVIDIA_") for key in _env(data))
+
+
 def test_build_images_come_from_the_dockerfile(config) -> None:
     kind, data = config
     build = data["spec"]["build"]
