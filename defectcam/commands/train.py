@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import Subset
 
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
@@ -162,6 +163,11 @@ def run_train(args: argparse.Namespace) -> int:
           f"{metadata.training['images_clicked']} images)")
     result = train_classifier(train_set, val_set, metadata, out, config,
                               init_weights=args.resume)
+    if dist.is_available() and dist.is_initialized():  # under torchrun (DDP)
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0  # rank 0 alone calibrates, writes the weights and reports
     model, best = load_weights(out)
     positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
     best.cam_scale = calibrate_cam_scale(model, positives, best)
