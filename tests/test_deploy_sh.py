@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,3 +195,33 @@ def test_dry_run_transcript_replays(tmp_path: Path) -> None:
     assert log.read_text().splitlines() == [
         "deploy", "--project-name", "cvat", "--path", ".", "--file", "function-gpu.yaml",
         "--platform", "local", "--platform-config", '{"attributes":{"network":"cvat_cvat"}}']
+
+
+def _seconds(duration: str) -> float:
+    value, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", duration).groups()
+    return int(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _bench_seconds(image: str, iterations: int) -> float:
+    """Ours, seconds per image and defect, from BENCHMARKS.md's engine table."""
+    for line in (REPO / "BENCHMARKS.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3 and cells[0].startswith(f"{image} (") and cells[1] == str(iterations):
+            return float(cells[2].split()[0])
+    raise AssertionError(f"no {image} T={iterations} row in BENCHMARKS.md")
+
+
+def test_readme_invoke_timeouts_agree_with_the_yaml_and_the_benchmarks() -> None:
+    readme = (REPO / "README.md").read_text()
+    for kind, yaml_file in (("gpu", "function-gpu.yaml"), ("cpu", "function.yaml")):
+        match = re.search(rf"nuctl invoke defectcam-{kind} .*--timeout (\S+) < body\.json",
+                          readme)
+        assert match, kind
+        assert match.group(1) == _event_timeout(yaml_file)  # what deploy.sh prints too
+    # The CPU function's eventTimeout covers the measured worst case (25 MP, T = 2, three
+    # defects) on 2 cores; nuctl's default (1 min) does not even cover a 2 MP photo.
+    photo, frame = 3 * _bench_seconds("2mp", 2), 3 * _bench_seconds("25mp", 2)
+    assert frame <= _seconds(_event_timeout("function.yaml"))
+    assert photo > 60
+    assert f"a 2 MP photo takes about {photo / 60:.1f} min" in readme
+    assert f"a 25 MP frame about {frame / 60:.0f} min" in readme
