@@ -7,6 +7,8 @@
 #
 # TORCH_VARIANT picks the wheel index at download.pytorch.org/whl/<variant>: the CUDA wheels
 # bundle their CUDA runtime, so the host needs only the NVIDIA driver and container toolkit.
+# NVIDIA_VISIBLE_DEVICES / NVIDIA_DRIVER_CAPABILITIES are set for the GPU function only, by
+# function-gpu.yaml's build directives (this file builds the CPU image too).
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectcam.automatic_mask_generator import MAX_ITERATIONS
+from defectcam.device import resolve_device
 from defectcam.feedback import ProposalLog, log_proposals
 from defectcam.predictor import PRECISIONS
 from defectcam.utils.cvat import OUTPUT_TYPES
@@ -111,6 +112,7 @@ class DetectRequest:
 def init_context(context) -> None:
     """Load every classifier once per worker (Nuclio calls this before the first event)."""
     settings = Settings.from_env()
+    resolve_device(settings.device, DEVICE_ENV)  # a one-line error, not torch's traceback
     context.logger.info_with(
         "loading defectcam weights",
         weights=str(settings.weights),

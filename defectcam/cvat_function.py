@@ -34,6 +34,7 @@ import PIL.Image
 from cvat_sdk.masks import encode_mask
 
 from defectcam.automatic_mask_generator import MAX_ITERATIONS, DefectProposer
+from defectcam.device import DeviceError, resolve_device
 from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
 from defectcam.utils.cvat import flat_points
 from defectcam.utils.image_io import pil_to_rgb
@@ -105,6 +106,10 @@ def parse_settings(**parameters) -> FunctionSettings:
             )
     device = _typed(parameters, "device", (str,), "str", "cuda")
     device = (device or "").strip() or None
+    try:
+        resolve_device(device, "-p device")  # before any model loads
+    except DeviceError as exc:
+        raise FunctionParameterError(str(exc)) from None
     return FunctionSettings(
         weights=Path(weights).expanduser() if weights else default_weights(),
         iterations=iterations,

@@ -15,6 +15,7 @@ import torch
 
 from defectcam.advcam import AdvCAMSettings, advcam_climb
 from defectcam.build import normalize_batch
+from defectcam.device import resolve_device
 from defectcam.modeling import DefectClassifier, fold_batchnorm
 from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles
 from defectcam.utils.cpu_memory import keep_large_allocations_in_heap
@@ -49,10 +50,8 @@ class DefectMap:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """CUDA when present, else CPU, unless told otherwise."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """CUDA when present, else CPU, unless told otherwise; checked (``defectcam.device``)."""
+    return resolve_device(device)
 
 
 class DefectMapPredictor:

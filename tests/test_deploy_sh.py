@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "deploy.sh"
@@ -96,6 +98,10 @@ def test_missing_weights(tmp_path: Path) -> None:
     assert result.returncode != 0 and "no weights" in result.stderr
 
 
+def _event_timeout(yaml_file: str) -> str:
+    return str(yaml.safe_load((REPO / yaml_file).read_text())["spec"]["eventTimeout"])
+
+
 @pytest.mark.parametrize(
     ("mode", "yaml_file", "variant"),
     [("--cpu", "function.yaml", "cpu"), ("--gpu", "function-gpu.yaml", "cu128")],
@@ -108,15 +114,37 @@ def test_deploy_calls(tmp_path: Path, mode: str, yaml_file: str, variant: str) -
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls.log").read_text().splitlines()
     kind = mode.removeprefix("--")
-    assert calls[0] == "docker info"
-    assert calls[1] == (
-        f"docker build --tag defectcam-base:{kind} --build-arg TORCH_VARIANT={variant} {root}"
-    )
+    assert calls[:3] == [
+        "docker info",
+        "docker network inspect cvat_cvat",
+        f"docker build --tag defectcam-base:{kind} --build-arg TORCH_VARIANT={variant} {root}",
+    ]
     assert "nuctl create project cvat --platform local" in calls
-    deploy = f"nuctl deploy --project-name cvat --path . --file {yaml_file} --platform local"
+    # CVAT's serverless/deploy_cpu.sh and deploy_gpu.sh attach functions to CVAT's network.
+    deploy = (f"nuctl deploy --project-name cvat --path . --file {yaml_file} --platform local "
+              '--platform-config {"attributes":{"network":"cvat_cvat"}}')
     assert deploy in calls
     assert calls.index("nuctl create project cvat --platform local") < calls.index(deploy)
+    assert f"Deployed defectcam-{kind}." in result.stdout
     assert f"nuctl invoke defectcam-{kind}" in result.stdout
+    assert f"--timeout {_event_timeout(yaml_file)} < body.json" in result.stdout
+
+
+def test_cvat_network_missing_or_switched_off(tmp_path: Path) -> None:
+    docker = 'if [ "$1 $2" = "network inspect" ]; then exit 1; fi; exit 0'
+    root, env = _sandbox(tmp_path, {"docker": docker, "nuctl": "exit 0"})
+    result = _run(root, env, "--gpu")
+    assert result.returncode != 0
+    assert "docker network cvat_cvat not found" in result.stderr
+    assert "CVAT_NETWORK" in result.stderr
+    assert "docker build" not in (tmp_path / "calls.log").read_text()  # checked before
+
+    result = _run(root, {**env, "CVAT_NETWORK": "none"}, "--gpu")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text()
+    assert "nuctl deploy --project-name cvat --path . --file function-gpu.yaml --platform local\n" \
+        in calls
+    assert "--platform-config" not in calls
 
 
 def test_dry_run_runs_nothing(tmp_path: Path) -> None:
@@ -125,3 +153,75 @@ def test_dry_run_runs_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "calls.log").exists()
     assert "+ nuctl deploy --project-name cvat --path . --file function-gpu.yaml" in result.stdout
+
+
+@pytest.mark.parametrize(("mode", "yaml_file"), [("--cpu", "function.yaml"),
+                                                 ("--gpu", "function-gpu.yaml")])
+def test_dry_run_without_docker_and_nuctl(tmp_path: Path, mode: str, yaml_file: str) -> None:
+    """The dry run is for machines without docker and nuctl: PATH holds neither."""
+    root, env = _sandbox(tmp_path, {})
+    assert not any((tmp_path / "bin" / tool).exists() for tool in ("docker", "nuctl"))
+    result = _run(root, env, mode, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "docker is not on PATH" in result.stderr and "nuctl is not on PATH" in result.stderr
+    out = result.stdout
+    assert "Deployed" not in out
+    assert "Dry run: nothing was built or deployed" in out
+    steps = [line for line in out.splitlines() if line.startswith("+ ")]
+    stage = next(i for i, s in enumerate(steps) if s.startswith('+ STAGE="$(mktemp -d'))
+    copy = next(i for i, s in enumerate(steps) if s.startswith("+ cp "))
+    cd = steps.index("+ cd $STAGE")
+    deploy = next(i for i, s in enumerate(steps) if s.startswith("+ nuctl deploy "))
+    assert stage < copy < cd < deploy
+    assert steps[copy].endswith(f"{root}/{yaml_file} $STAGE/")
+    assert f"--timeout {_event_timeout(yaml_file)} < body.json" in out
+
+
+def test_dry_run_transcript_replays(tmp_path: Path) -> None:
+    """The printed commands, pasted into bash, deploy from a folder holding only the
+    function files, with the network setting intact (quoting survives)."""
+    log = tmp_path / "deploy-args.txt"
+    nuctl = (f'if [ "$1" = deploy ]; then printf "%s\\n" "$@" > "{log}"; '
+             f'printf "%s\\n" * > "{tmp_path}/staged.txt"; fi')
+    root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": nuctl})
+    result = _run(root, env, "--gpu", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    script = "\n".join(line[2:] for line in result.stdout.splitlines() if line.startswith("+ "))
+    replay = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, env=env,
+                            cwd=root, timeout=60)
+    assert replay.returncode == 0, replay.stderr
+    assert (tmp_path / "staged.txt").read_text().split() == [
+        "function-gpu.yaml", "main.py", "model_handler.py"]
+    assert log.read_text().splitlines() == [
+        "deploy", "--project-name", "cvat", "--path", ".", "--file", "function-gpu.yaml",
+        "--platform", "local", "--platform-config", '{"attributes":{"network":"cvat_cvat"}}']
+
+
+def _seconds(duration: str) -> float:
+    value, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", duration).groups()
+    return int(value) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _bench_seconds(image: str, iterations: int) -> float:
+    """Ours, seconds per image and defect, from BENCHMARKS.md's engine table."""
+    for line in (REPO / "BENCHMARKS.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 3 and cells[0].startswith(f"{image} (") and cells[1] == str(iterations):
+            return float(cells[2].split()[0])
+    raise AssertionError(f"no {image} T={iterations} row in BENCHMARKS.md")
+
+
+def test_readme_invoke_timeouts_agree_with_the_yaml_and_the_benchmarks() -> None:
+    readme = (REPO / "README.md").read_text()
+    for kind, yaml_file in (("gpu", "function-gpu.yaml"), ("cpu", "function.yaml")):
+        match = re.search(rf"nuctl invoke defectcam-{kind} .*--timeout (\S+) < body\.json",
+                          readme)
+        assert match, kind
+        assert match.group(1) == _event_timeout(yaml_file)  # what deploy.sh prints too
+    # The CPU function's eventTimeout covers the measured worst case (25 MP, T = 2, three
+    # defects) on 2 cores; nuctl's default (1 min) does not even cover a 2 MP photo.
+    photo, frame = 3 * _bench_seconds("2mp", 2), 3 * _bench_seconds("25mp", 2)
+    assert frame <= _seconds(_event_timeout("function.yaml"))
+    assert photo > 60
+    assert f"a 2 MP photo takes about {photo / 60:.1f} min" in readme
+    assert f"a 25 MP frame about {frame / 60:.0f} min" in readme

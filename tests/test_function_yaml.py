@@ -1,4 +1,5 @@
-"""function.yaml / function-gpu.yaml parse, follow CVAT's conventions and agree with the code."""
+"""function.yaml / function-gpu.yaml / function-kube.yaml parse, follow CVAT's conventions and
+agree with the code; the Kubernetes file is the GPU function, scaled out."""
 
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import load_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = {"cpu": REPO / "function.yaml", "gpu": REPO / "function-gpu.yaml"}
+FILES = {
+    "cpu": REPO / "function.yaml",
+    "gpu": REPO / "function-gpu.yaml",
+    "kube": REPO / "function-kube.yaml",
+}
+#: Files that run on a GPU; the Kubernetes one is the GPU function on Nuclio's kube platform.
+GPU_KINDS = ("gpu", "kube")
+#: What function-kube.yaml may change in function-gpu.yaml's spec: scaling and scheduling.
+KUBE_ONLY = {"minReplicas", "maxReplicas", "readinessTimeoutSeconds"}
 KNOWN_ENV = {
     "DEFECTCAM_WEIGHTS",
     "DEFECTCAM_DEVICE",
@@ -52,7 +61,7 @@ def _env(config: dict) -> dict[str, str]:
 def test_metadata_follows_cvat(config) -> None:
     kind, data = config
     metadata = data["metadata"]
-    assert metadata["name"] == f"defectcam-{kind}"
+    assert metadata["name"] == ("defectcam-gpu" if kind in GPU_KINDS else "defectcam-cpu")
     assert metadata["namespace"] == "cvat"
     annotations = metadata["annotations"]
     assert annotations["type"] == "detector"
@@ -84,20 +93,23 @@ def test_http_trigger_and_limits(config) -> None:
     spec = data["spec"]
     trigger = spec["triggers"]["myHttpTrigger"]
     assert trigger["kind"] == "http"
-    assert trigger["numWorkers"] == (1 if kind == "gpu" else 2)
+    assert trigger["numWorkers"] == (1 if kind in GPU_KINDS else 2)
     assert trigger["workerAvailabilityTimeoutMilliseconds"] >= 1000
     body = trigger["attributes"]["maxRequestBodySize"]
     assert body >= BASE64_5K_PNG and body == DEFAULT_MAX_BODY_BYTES
     # CVAT waits 120 s by default; the function must never be the one cutting a call short.
     assert _seconds(spec["eventTimeout"]) >= 120
-    restart = spec["platform"]["attributes"]["restartPolicy"]
-    assert restart["name"] == "always" and restart["maximumRetryCount"] >= 1
+    if kind == "kube":  # restartPolicy and mountMode are for Docker platforms only
+        assert "platform" not in spec
+    else:
+        restart = spec["platform"]["attributes"]["restartPolicy"]
+        assert restart["name"] == "always" and restart["maximumRetryCount"] >= 1
 
 
 def test_gpu_resources(config) -> None:
     kind, data = config
     resources = data["spec"].get("resources", {})
-    if kind == "gpu":
+    if kind in GPU_KINDS:
         assert resources["limits"]["nvidia.com/gpu"] == 1
         assert _env(data)["DEFECTCAM_DEVICE"].startswith("cuda")
     else:
@@ -105,11 +117,27 @@ def test_gpu_resources(config) -> None:
         assert _env(data)["DEFECTCAM_DEVICE"] == "cpu"
 
 
+def test_gpu_image_asks_the_nvidia_runtime_for_gpus(config) -> None:
+    """As CVAT's GPU functions: NVIDIA_VISIBLE_DEVICES / NVIDIA_DRIVER_CAPABILITIES in the
+    image (build directives), never in spec.env, where they would override the choice of
+    --gpus or of Kubernetes' device plugin."""
+    kind, data = config
+    directives = data["spec"]["build"].get("directives", {}).get("preCopy", [])
+    image_env = dict(d["value"].split("=", 1) for d in directives if d["kind"] == "ENV")
+    if kind in GPU_KINDS:
+        assert image_env["NVIDIA_VISIBLE_DEVICES"] == "all"
+        assert set(image_env["NVIDIA_DRIVER_CAPABILITIES"].split(",")) >= {"compute", "utility"}
+    else:
+        assert not any(key.startswith("NVIDIA_") for key in image_env)
+    assert not any(key.startswith("NVIDIA_") for key in _env(data))
+
+
 def test_build_images_come_from_the_dockerfile(config) -> None:
     kind, data = config
     build = data["spec"]["build"]
     assert build["image"]
-    assert build["baseImage"] == f"defectcam-base:{kind}"
+    assert build["baseImage"] == ("defectcam-base:gpu" if kind in GPU_KINDS
+                                  else "defectcam-base:cpu")
     assert 'BASE_IMAGE="defectcam-base:${MODE}"' in (REPO / "deploy.sh").read_text()
 
 
@@ -126,9 +154,39 @@ def test_env_is_valid_for_the_handler(config, monkeypatch: pytest.MonkeyPatch) -
     assert settings.max_pixels == int(env["DEFECTCAM_MAX_PIXELS"])
 
 
-@pytest.mark.parametrize("name", ["function.yaml", "function-gpu.yaml"])
+@pytest.mark.parametrize("name", ["function.yaml", "function-gpu.yaml", "function-kube.yaml"])
 def test_log_volume_holds_the_log_db(name: str) -> None:
     config = yaml.safe_load((REPO / name).read_text())
     env = {e["name"]: e["value"] for e in config["spec"]["env"]}
     mounts = [v["volumeMount"]["mountPath"] for v in config["spec"]["volumes"]]
     assert any(env["DEFECTCAM_LOG_DB"].startswith(m + "/") for m in mounts)
+
+
+def _without(spec: dict, keys: set[str]) -> dict:
+    return {key: value for key, value in spec.items() if key not in keys}
+
+
+def test_kube_is_the_gpu_function_scaled_out() -> None:
+    gpu = yaml.safe_load(FILES["gpu"].read_text())
+    kube = yaml.safe_load(FILES["kube"].read_text())
+    assert kube["metadata"] == gpu["metadata"]
+    # Same handler, limits, environment, image, trigger, GPU limit; only scaling differs,
+    # Kubernetes scheduling requests are added, and the Docker-only platform block goes.
+    shared = KUBE_ONLY | {"platform", "resources", "volumes"}
+    assert _without(kube["spec"], shared) == _without(gpu["spec"], shared)
+    assert kube["spec"]["resources"]["limits"] == gpu["spec"]["resources"]["limits"]
+    assert set(kube["spec"]["resources"]) == {"limits", "requests"}
+    # The log volume: the same mount; on Kubernetes the node's folder is created when missing.
+    host = kube["spec"]["volumes"][0]["volume"]["hostPath"]
+    assert host == {**gpu["spec"]["volumes"][0]["volume"]["hostPath"], "type": "DirectoryOrCreate"}
+    assert kube["spec"]["volumes"][0]["volumeMount"] == gpu["spec"]["volumes"][0]["volumeMount"]
+
+
+def test_kube_replicas_one_gpu_each() -> None:
+    spec = yaml.safe_load(FILES["kube"].read_text())["spec"]
+    assert 1 <= spec["minReplicas"] <= spec["maxReplicas"]
+    assert spec["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["triggers"]["myHttpTrigger"]["numWorkers"] == 1
+    # Nuclio's default readiness timeout (60 s) is shorter than pulling a CUDA image.
+    assert spec["readinessTimeoutSeconds"] >= 300
+    assert "replicas" not in spec  # a fixed "replicas" would switch min/max off

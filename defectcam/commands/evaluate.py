@@ -124,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
     weights_info: dict = {}
     if args.weights is not None:
         from defectcam.automatic_mask_generator import DefectProposer  # torch: only when needed
+        from defectcam.device import resolve_device
 
         weights = args.weights[0] if len(args.weights) == 1 else args.weights
-        proposer = DefectProposer.from_weights(weights, device=args.device,
+        proposer = DefectProposer.from_weights(weights,
+                                               device=resolve_device(args.device, "--device"),
                                                tile_batch=args.tile_batch)
         for label, predictor in proposer.predictors.items():
             md = predictor.metadata

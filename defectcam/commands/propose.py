@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from defectcam.automatic_mask_generator import DefectProposer
+from defectcam.device import resolve_device
 from defectcam.utils.cvat import OUTPUT_TYPES, proposals_to_cvat_shapes
 from defectcam.utils.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
 from defectcam.utils.overlay import draw_proposals, heatmap, write_rgb
@@ -47,9 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device, "--device")  # one line, not torch's traceback
     weights = args.weights.split(",") if "," in args.weights else args.weights
     try:
-        proposer = DefectProposer.from_weights(weights, device=args.device,
+        proposer = DefectProposer.from_weights(weights, device=device,
                                                tile_batch=args.tile_batch,
                                                precision=args.precision)
     except WeightsError as exc:

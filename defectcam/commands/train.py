@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import Subset
 
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
@@ -20,6 +21,7 @@ from defectcam.data.sources import (
     shared_data_root,
     split_source,
 )
+from defectcam.device import resolve_device
 from defectcam.training.calibrate import calibrate_cam_scale
 from defectcam.training.loop import TrainConfig, train_classifier
 from defectcam.weights import WeightsMetadata, load_weights, save_weights
@@ -124,6 +126,10 @@ def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, se
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # Checked before the crops are built; unset or auto: the loop picks (cuda:LOCAL_RANK).
+    device = None if (args.device or "auto") == "auto" else args.device
+    if device:
+        resolve_device(device, "--device")
     clicks = []
     for path in args.clicks:
         clicks += clicks_from_annotations(read_cvat_xml(path), args.defect, args.negative_label)
@@ -161,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
     }
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                         weight_decay=args.weight_decay, seed=args.seed, device=device,
                          precision=args.precision,
                          max_steps_per_epoch=args.max_steps_per_epoch,
                          freeze_batchnorm=(args.freeze_batchnorm == "yes" or (
@@ -172,6 +178,11 @@ def run_train(args: argparse.Namespace) -> int:
           f"{metadata.training['images_clicked']} images)")
     result = train_classifier(train_set, val_set, metadata, out, config,
                               init_weights=args.resume)
+    if dist.is_available() and dist.is_initialized():  # under torchrun (DDP)
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0  # rank 0 alone calibrates, writes the weights and reports
     model, best = load_weights(out)
     positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
     best.cam_scale = calibrate_cam_scale(model, positives, best)

@@ -72,13 +72,32 @@ def binary_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
 
 
-def _distributed() -> tuple[int, int, int]:
+# --- DistributedDataParallel (torchrun) ----------------------------------------------------
+
+def training_device(requested: str | None, world: int, local: int,
+                    cuda_available: bool) -> torch.device:
+    """This rank's device: the requested one, except that a bare ``cuda`` under torchrun
+    (``world`` > 1) means this rank's GPU, ``cuda:LOCAL_RANK``; unset: ``cuda:LOCAL_RANK``
+    when there is a GPU, else the CPU."""
+    if requested:
+        device = torch.device(requested)
+        if world > 1 and device.type == "cuda" and device.index is None:
+            return torch.device("cuda", local)
+        return device
+    return torch.device("cuda", local) if cuda_available else torch.device("cpu")
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(world size, rank); joins torchrun's process group: NCCL when this rank trains on a
+    GPU (set as the current device, which NCCL's barrier uses), gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, (dist.get_rank() if world > 1 else 0)
+
+# ------------------------------------------------------------------------------------------
 
 
 def cpu_supports_bf16() -> bool:
@@ -139,13 +158,9 @@ def train_classifier(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     config = config or TrainConfig()
-    world, rank, local = _distributed()
-    if config.device:
-        device = torch.device(config.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = training_device(config.device, int(os.environ.get("WORLD_SIZE", "1")),
+                             int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.is_available())
+    world, rank = _distributed(device)
     torch.manual_seed(config.seed + rank)
     model = build_classifier(seed=config.seed)
     if init_weights is not None:
