@@ -54,6 +54,10 @@ class WeightsMetadata:
     #: is divided by max(image peak, cam_scale * (T+1)), so a defect-free image is not
     #: stretched until its noise looks like a defect.
     cam_scale: float = 0.0
+    #: The image is shrunk by this factor before tiling and the map enlarged back (speed:
+    #: large blobs such as rust may run at 0.5, 4x fewer pixels; thin cracks stay at 1.0).
+    #: Sidecars written before this field existed load with 1.0, the behaviour they had.
+    working_scale: float = 1.0
     #: Fitting proposals to image evidence (``defectcam.refine.Refinement`` as a dict; empty:
     #: the map alone, the paper's post-processing).
     refinement: dict = field(default_factory=dict)

@@ -15,6 +15,7 @@ crop=${CROP:-64}
 lr=${LR:-1e-3}
 per_click=${PER_CLICK:-2}
 other=${OTHER:-150}          # negatives on up to this many photos of each other defect's source
+scale=${SCALE:-1.0}          # working scale (weights' metadata): rust 0.5, cracks stay at 1.0
 precision=${PRECISION:-auto} # auto: bf16 autocast on a CPU with AVX-512 BF16 (2-2.6x faster)
 if [ "$defect" = crack ]; then per_source=${PER_SOURCE:-300}; else per_source=${PER_SOURCE:-0}; fi
 epochs=${EPOCHS:-12}
@@ -29,7 +30,7 @@ defectcam simulate --defect "$defect" --split train --seed 0 --crop-size "$crop"
 step_arg=()
 if [ "$steps" != "0" ]; then step_arg=(--max-steps-per-epoch "$steps"); fi
 defectcam train --defect "$defect" --clicks "$runs/$defect.train-clicks.xml" --images "$data" \
-  --out "$out/$defect.safetensors" --crop-size "$crop" --crops-per-click "$per_click" \
+  --out "$out/$defect.safetensors" --working-scale "$scale" --crop-size "$crop" --crops-per-click "$per_click" \
   --epochs "$epochs" "${step_arg[@]}" --micro-batch 32 --lr "$lr" --precision "$precision" --seed 0 --no-progress
 # The resumable checkpoint (model + AdamW state) is not shipped: keep it with the run.
 mv -f "$out/$defect".checkpoint.* "$runs/" 2>/dev/null || true

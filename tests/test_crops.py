@@ -9,6 +9,7 @@ import torch
 
 from defectcam.data.crops import (
     ClickCropDataset,
+    at_working_scale,
     augment_crop,
     build_crop_set,
     positive_windows,
@@ -147,3 +148,19 @@ def test_crops_from_real_clicks(shared_data):
     assert n_pos > 0 and crops.positives == n_pos
     assert crops.crops.shape[1:] == (320, 320, 3)  # 224 px phinet images, padded
     assert len(crops) == 2 * n_pos or (crops.labels == 0).sum() == 0
+
+
+def test_crops_at_a_working_scale_show_the_clicked_place_shrunk(tmp_path, clicks):
+    """Weights trained at working_scale 0.5 must see what the predictor shows them: the
+    image shrunk by 0.5, the click at half its coordinates."""
+    scaled, load = at_working_scale(clicks, 0.5)
+    assert [(c.width, c.height) for c in scaled] == [(150, 100), (35, 45), (150, 100)]
+    np.testing.assert_allclose(scaled[0].positives, [[0, 0], [149, 99], [75, 50]])
+    crops = build_crop_set(scaled, tmp_path, crop_size=32, crops_per_click=2, seed=0,
+                           load_image=load)
+    small = cv2.resize(coded_image(200, 300), (150, 100), interpolation=cv2.INTER_AREA)
+    for crop, (x0, y0), name in zip(crops.crops, crops.origins, crops.names, strict=True):
+        if name == "a.png":
+            np.testing.assert_array_equal(crop, small[y0:y0 + 32, x0:x0 + 32])
+    same, _ = at_working_scale(clicks, 1.0)
+    assert same == list(clicks)

@@ -11,7 +11,9 @@ from defectcam.data.sources import (
     DEFECT_SOURCES,
     ImagePair,
     list_pairs,
+    load_defect_mask,
     mask_for_defect,
+    other_source_pairs,
     pairs_for_defect,
     shared_data_root,
     split_source,
@@ -85,3 +87,34 @@ def test_real_sources(shared_data):
     _, crack_val = split_source(crack, seed=0)
     _, spall_val = split_source(pairs_for_defect("spalling", shared_data), seed=0)
     assert {p.stem for p in crack_val if p.source == "phinet"} == {p.stem for p in spall_val}
+
+
+def test_other_defects_photos_are_negatives_only(shared_data, tmp_path):
+    """Every classifier runs on every frame in CVAT: the other defects' photos give negative
+    clicks (training) and count false positives (evaluation), from their own split."""
+    from defectcam.cli import main as cli_main
+    from defectcam.data.cvat_xml import read_cvat_xml
+    from defectcam.evaluation.run import folder_items, load_item
+
+    others = other_source_pairs("rust", shared_data)
+    assert {p.source for p in others} == {"deepcrack", "crackforest", "phinet"}
+    assert not load_defect_mask(others[0], "rust").any()  # rust is absent there
+    out = tmp_path / "clicks.xml"
+    assert cli_main(["simulate", "--defect", "crack", "--data-root", str(shared_data),
+                     "--max-images-per-source", "3", "--other-sources", "4",
+                     "--out", str(out)]) == 0
+    images = read_cvat_xml(out).images
+    corrosion = [im for im in images if im.name.startswith("rust/corrosion/")]
+    assert len(corrosion) == 4 and len(images) == 3 * 3 + 4
+    assert all(s.label == "no-defect" for im in corrosion for s in im.shapes)
+    assert sum(len(im.shapes) for im in corrosion) > 0
+    train, val = split_source(list_pairs("corrosion", shared_data), seed=0)
+    assert {im.name for im in corrosion} <= {p.name for p in train}  # never a val photo
+
+    items = folder_items(["spalling"], "val", shared_data, limit=2, other_sources=1)
+    assert [i.source for i in items] == ["phinet", "phinet", "corrosion", "crackforest",
+                                         "deepcrack"]
+    assert {i.image_id for i in items[2:]} <= {p.name for p in val} | {
+        p.name for s in ("crackforest", "deepcrack")
+        for p in split_source(list_pairs(s, shared_data), seed=0)[1]}
+    assert not load_item(items[-1]).truth.any()

@@ -61,6 +61,36 @@ def resolve_image(image_dir: str | Path, name: str) -> Path:
     raise FileNotFoundError(f"image {name!r} not found under {image_dir}")
 
 
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image shrunk by ``scale``, as the predictor shrinks it."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def at_working_scale(clicks: Sequence[ImageClicks], scale: float,
+                     load_image: Callable[[Path], np.ndarray] | None = None
+                     ) -> tuple[list[ImageClicks], Callable[[Path], np.ndarray]]:
+    """Clicks and an image loader for crops taken at a working scale (weights' metadata
+    ``working_scale``): the classifier must see defects at the size inference shows them."""
+    load = load_image or read_rgb
+    if scale == 1.0:
+        return list(clicks), load
+
+    def load_scaled(path: Path) -> np.ndarray:
+        image = load(path)
+        size = scaled_size(image.shape[1], image.shape[0], scale)
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    scaled = []
+    for c in clicks:
+        width, height = scaled_size(c.width, c.height, scale)
+        fit = np.array([width - 1, height - 1], dtype=np.float64)
+        scaled.append(ImageClicks(c.name, width, height,
+                                  np.clip(np.asarray(c.positives, float) * scale, 0, fit),
+                                  np.clip(np.asarray(c.negatives, float) * scale, 0, fit),
+                                  c.image_id))
+    return scaled, load_scaled
+
+
 def pad_to(image: np.ndarray, size: int) -> tuple[np.ndarray, int, int]:
     """Reflect-pad an image smaller than ``size`` (centred); returns it and the left/top pad."""
     h, w = image.shape[:2]

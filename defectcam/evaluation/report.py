@@ -100,8 +100,24 @@ def _run_dict(run: RunResult, thresholds: GroupThresholds, annotator: AnnotatorM
         "megapixels_per_image": {"all": run.megapixels_per_image(),
                                  **{lab: run.megapixels_per_image(lab) for lab in labels}},
         "summary": summary_dict([r.match for r in run.records], thresholds, annotator),
+        "false_positives_by_source": _false_positives_by_source(run),
         "images": images,
     }
+
+
+def _false_positives_by_source(run: RunResult) -> dict[str, dict[str, dict]]:
+    """Per defect and source: images and false positives per image. With ``--other-sources``
+    this separates the defect's own photos from the other defects' (empty-truth) photos."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in run.records:
+        entry = out.setdefault(r.match.label, {}).setdefault(
+            r.source, {"images": 0, "false_positives": 0})
+        entry["images"] += 1
+        entry["false_positives"] += r.match.n_false_positives
+    for per_source in out.values():
+        for entry in per_source.values():
+            entry["per_image"] = entry["false_positives"] / entry["images"]
+    return out
 
 
 def _sweep_dict(evaluation: EvaluationRun, thresholds: GroupThresholds,
