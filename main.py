@@ -31,16 +31,16 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectcam.automatic_mask_generator import MAX_ITERATIONS
-from defectcam.feedback import ProposalLog, log_proposals
-from defectcam.predictor import PRECISIONS
-from defectcam.utils.cvat import OUTPUT_TYPES
-from defectcam.utils.image_io import (
+from defectcam.core.cvat import OUTPUT_TYPES
+from defectcam.core.image_io import (
     ImageInputError,
     decode_base64,
     decode_image,
     max_pixels_from_env,
 )
+from defectcam.core.predictor import PRECISIONS
+from defectcam.core.proposer import MAX_ITERATIONS
+from defectcam.feedback import ProposalLog, log_proposals
 from model_handler import ModelHandler
 
 WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from defectcam.automatic_mask_generator import DefectProposer
+from defectcam.core.cvat import proposal_to_cvat_shape
+from defectcam.core.labels import LABEL_NAMES
+from defectcam.core.proposer import DefectProposer
 from defectcam.feedback import model_version_of
-from defectcam.labels import LABEL_NAMES
-from defectcam.utils.cvat import proposal_to_cvat_shape
 
 
 class ModelHandler:
@@ -31,7 +31,7 @@ class ModelHandler:
             # CVAT silently drops shapes whose label is not in the function spec.
             raise ValueError(
                 f"weights in {weights} have labels {foreign} that the function spec "
-                f"(defectcam/labels.py: {list(LABEL_NAMES)}) does not list"
+                f"(defectcam/core/labels.py: {list(LABEL_NAMES)}) does not list"
             )
 
     def infer(

@@ -35,11 +35,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defectcam.advcam import AdvCAMSettings  # noqa: E402
-from defectcam.build import build_classifier, normalize_batch  # noqa: E402
-from defectcam.predictor import DefectMapPredictor  # noqa: E402
-from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles  # noqa: E402
-from defectcam.weights import WeightsMetadata, load_weights  # noqa: E402
+from defectcam.core.advcam import AdvCAMSettings  # noqa: E402
+from defectcam.core.predictor import DefectMapPredictor  # noqa: E402
+from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles  # noqa: E402
+from defectcam.core.transforms import build_classifier, normalize_batch  # noqa: E402
+from defectcam.core.weights import WeightsMetadata, load_weights  # noqa: E402
 
 DATA = Path(os.environ.get("DEFECTCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 TWO_MP = DATA / "rust/corrosion/images/148.jpg"  # 1600x1200, validation split

@@ -10,13 +10,13 @@ The module-level ``spec`` and ``detect`` make the module itself a function too, 
 
 One code path with the Nuclio function: both call ``DefectProposer.propose`` with the same
 settings mapping (:meth:`FunctionSettings.propose_options`, as ``ModelHandler.infer`` builds it)
-and the same image conversion (``defectcam.utils.image_io``); only the output wrapping differs
+and the same image conversion (``defectcam.core.image_io``); only the output wrapping differs
 (cvat-sdk request objects here, JSON dicts there).
 
 Spec label type is ``mask``, not the Nuclio spec's ``polygon``: cvat-sdk's driver rejects a
 mask shape for a label declared ``polygon``, and maps a ``mask`` label to ``polygon`` when
 ``--conv-mask-to-poly`` is given (as cvat-sdk's own torchvision instance-segmentation function
-declares). Ids and names are the Nuclio spec's (``defectcam.labels``).
+declares). Ids and names are the Nuclio spec's (``defectcam.core.labels``).
 """
 
 # No `from __future__ import annotations`: `cvat-cli --function-file` executes this file as a
@@ -33,12 +33,12 @@ import cvat_sdk.models as models
 import PIL.Image
 from cvat_sdk.masks import encode_mask
 
-from defectcam.automatic_mask_generator import MAX_ITERATIONS, DefectProposer
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
-from defectcam.utils.cvat import flat_points
-from defectcam.utils.image_io import pil_to_rgb
-from defectcam.utils.masks import Proposal
-from defectcam.weights import WeightsError, find_weights
+from defectcam.core.cvat import flat_points
+from defectcam.core.image_io import pil_to_rgb
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
+from defectcam.core.postprocess import Proposal
+from defectcam.core.proposer import MAX_ITERATIONS, DefectProposer
+from defectcam.core.weights import WeightsError, find_weights
 
 WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"
 #: The repository's weights/ folder (exists in a source checkout / editable install).
@@ -144,7 +144,7 @@ def _parse_labels(value: str | None) -> tuple[str, ...] | None:
 
 
 def make_spec(labels: Sequence[str] = LABEL_NAMES) -> cvataa.DetectionFunctionSpec:
-    """The spec for ``labels``: ids and names from ``defectcam.labels`` (the Nuclio spec's)."""
+    """The spec for ``labels``: ids and names from ``defectcam.core.labels`` (the Nuclio spec's)."""
     return cvataa.DetectionFunctionSpec(
         labels=[
             cvataa.label_spec(label.name, label.id, type=SPEC_LABEL_TYPE)
@@ -230,7 +230,7 @@ def create(**parameters) -> DefectDetectionFunction:
     foreign = sorted(set(found) - set(LABEL_NAMES))
     if foreign:
         raise FunctionParameterError(
-            f"weights in {settings.weights} have labels {foreign} that defectcam/labels.py "
+            f"weights in {settings.weights} have labels {foreign} that defectcam/core/labels.py "
             f"({list(LABEL_NAMES)}) does not list"
         )
     missing = [name for name in settings.labels or () if name not in found]

@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.utils.image_io import decode_image
-from defectcam.utils.overlay import draw_proposals, write_rgb
+from defectcam.core.image_io import decode_image
+from defectcam.core.overlay import draw_proposals, write_rgb
+from defectcam.core.proposer import DefectProposer
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT = 360

@@ -30,7 +30,7 @@ def fitted_crack_model():
     import torch
     import torch.nn.functional as F
 
-    from defectcam.build import build_classifier, normalize_batch
+    from defectcam.core.transforms import build_classifier, normalize_batch
     from tests.helpers import crack_crop_batch
 
     rng = np.random.default_rng(0)

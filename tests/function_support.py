@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from defectcam.labels import LABEL_NAMES
-from defectcam.utils.cvat import decode_cvat_mask
-from defectcam.utils.masks import polygon_to_mask
+from defectcam.core.cvat import decode_cvat_mask
+from defectcam.core.labels import LABEL_NAMES
+from defectcam.core.postprocess import polygon_to_mask
 from tests.helpers import save_untrained
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectcam.build import build_classifier
-from defectcam.weights import WeightsMetadata, save_weights
+from defectcam.core.transforms import build_classifier
+from defectcam.core.weights import WeightsMetadata, save_weights
 
 LABELS = ("crack", "spalling", "rust")
 

@@ -31,9 +31,9 @@ from cvat_sdk.core.auth import ClientAuthParameters
 from cvat_sdk.masks import decode_mask, encode_mask
 
 import defectcam.cvat_function as cf
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
-from defectcam.utils.cvat import decode_cvat_mask
-from defectcam.utils.masks import mask_to_proposals
+from defectcam.core.cvat import decode_cvat_mask
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
+from defectcam.core.postprocess import mask_to_proposals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.build import normalize_batch
-from defectcam.predictor import DefectMapPredictor
-from defectcam.utils.amg import TileGrid, tile_starts
-from defectcam.weights import WeightsMetadata
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.proposer import DefectProposer
+from defectcam.core.tiling import TileGrid, tile_starts
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata
 from tests.helpers import concrete_texture, draw_crack
 
 

@@ -20,9 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from defectcam.build import build_classifier, normalize_batch
 from defectcam.cli import main as cli
 from defectcam.commands.feedback import cvat_connection
+from defectcam.core.postprocess import mask_to_polygon, polygon_to_mask
+from defectcam.core.transforms import build_classifier, normalize_batch
+from defectcam.core.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
     CvatImage,
@@ -34,8 +36,6 @@ from defectcam.data.cvat_xml import (
 )
 from defectcam.feedback.log import ProposalLog, log_proposals, read_log
 from defectcam.feedback.match import match_feedback, shape_region
-from defectcam.utils.masks import mask_to_polygon, polygon_to_mask
-from defectcam.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import file_b64, load_main  # noqa: E402

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from defectcam.automatic_mask_generator import MAX_ITERATIONS
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES, cvat_spec
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES, cvat_spec
+from defectcam.core.proposer import MAX_ITERATIONS
 from defectcam.serve import DEFAULT_MAX_BODY_BYTES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from defectcam.utils.image_io import (
+from defectcam.core.image_io import (
     MAX_PIXELS_ENV,
     ImageInputError,
     decode_base64,

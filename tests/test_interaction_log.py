@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from defectcam.core.cvat import proposal_to_cvat_shape
+from defectcam.core.postprocess import mask_to_proposals
 from defectcam.feedback.log import (
     LOG_DB_ENV,
     SCHEMA_VERSION,
@@ -21,8 +23,6 @@ from defectcam.feedback.log import (
     log_proposals,
     read_log,
 )
-from defectcam.utils.cvat import proposal_to_cvat_shape
-from defectcam.utils.masks import mask_to_proposals
 
 SHA = "ab" * 32
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectcam.utils.masks import mask_to_proposals
+from defectcam.core.postprocess import mask_to_proposals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402

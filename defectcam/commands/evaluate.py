@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     proposer = None
     weights_info: dict = {}
     if args.weights is not None:
-        from defectcam.automatic_mask_generator import DefectProposer  # torch: only when needed
+        from defectcam.core.proposer import DefectProposer  # torch: only when needed
 
         weights = args.weights[0] if len(args.weights) == 1 else args.weights
         proposer = DefectProposer.from_weights(weights, device=args.device,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.utils.cvat import OUTPUT_TYPES, proposals_to_cvat_shapes
-from defectcam.utils.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
-from defectcam.utils.overlay import draw_proposals, heatmap, write_rgb
-from defectcam.weights import WeightsError
+from defectcam.core.cvat import OUTPUT_TYPES, proposals_to_cvat_shapes
+from defectcam.core.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+from defectcam.core.overlay import draw_proposals, heatmap, write_rgb
+from defectcam.core.proposer import DefectProposer
+from defectcam.core.weights import WeightsError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tile_count(proposer: DefectProposer, image, labels) -> int:
-    from defectcam.utils.amg import TileGrid
+    from defectcam.core.tiling import TileGrid
 
     total = 0
     for label in proposer.check_labels(labels):

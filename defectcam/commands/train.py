@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Subset
 
+from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 from defectcam.data.crops import ClickCropDataset, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
@@ -17,7 +18,6 @@ from defectcam.data.simulate import simulate_clicks
 from defectcam.data.sources import pairs_for_defect, shared_data_root, split_source
 from defectcam.training.calibrate import calibrate_cam_scale
 from defectcam.training.loop import TrainConfig, train_classifier
-from defectcam.weights import WeightsMetadata, load_weights, save_weights
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from defectcam.utils.masks import Proposal, close_mask, mask_to_proposals
+from defectcam.core.postprocess import Proposal, close_mask, mask_to_proposals
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from defectcam.core.postprocess import Proposal
 from defectcam.evaluation.timesave import (
     AnnotatorModel,
     GroupThresholds,
     TimeSavingEstimate,
     estimate_time_saving,
 )
-from defectcam.utils.masks import Proposal
 
 ProposalLike = Proposal | np.ndarray
 DEFAULT_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))

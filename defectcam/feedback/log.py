@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from defectcam.core.postprocess import Proposal, polygon_to_mask
 from defectcam.data.cvat_xml import cvat_rle_to_mask
-from defectcam.utils.masks import Proposal, polygon_to_mask
 
 LOG_DB_ENV = "DEFECTCAM_LOG_DB"
 LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"

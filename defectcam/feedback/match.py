@@ -34,10 +34,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape
 from defectcam.feedback.log import LoggedProposal, LoggedRequest
-from defectcam.utils.masks import polygon_to_mask
 
 ACCEPT_IOU = 0.95
 MODIFY_IOU = 0.3

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.build import normalize_batch
-from defectcam.modeling import DefectClassifier, fold_batchnorm
-from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles
-from defectcam.utils.cpu_memory import keep_large_allocations_in_heap
-from defectcam.weights import WeightsMetadata
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.cpu_memory import keep_large_allocations_in_heap
+from defectcam.core.model import DefectClassifier, fold_batchnorm
+from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -15,8 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from defectcam.build import IMAGENET_MEAN, IMAGENET_STD, build_classifier
-from defectcam.modeling import DefectClassifier
+from defectcam.core.model import DefectClassifier
+from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD, build_classifier
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "defectcam-classifier"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defectcam.modeling.classifier import INPUT_MULTIPLE
+from defectcam.core.model import INPUT_MULTIPLE
 
 
 def round_up(value: int, multiple: int) -> int:

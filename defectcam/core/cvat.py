@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from defectcam.utils.masks import Proposal
+from defectcam.core.postprocess import Proposal
 
 OUTPUT_TYPES = ("polygon", "mask")
 

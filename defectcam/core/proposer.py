@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectcam.predictor import DefectMap, DefectMapPredictor
-from defectcam.utils.masks import Proposal, binarize_map, close_mask, mask_to_proposals
-from defectcam.weights import find_weights, load_weights
+from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
+from defectcam.core.predictor import DefectMap, DefectMapPredictor
+from defectcam.core.weights import find_weights, load_weights
 
 #: The most AdvCAM steps one call may ask for: each costs a forward and a backward per tile.
 MAX_ITERATIONS = 32

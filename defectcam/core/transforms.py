@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from defectcam.modeling import DefectClassifier
+from defectcam.core.model import DefectClassifier
 
 #: ImageNet statistics, hard-coded because no pretrained weights can be fetched here.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
