@@ -31,9 +31,8 @@ from pathlib import Path
 import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 import PIL.Image
-from cvat_sdk.masks import encode_mask
 
-from defectcam.core.cvat import flat_points
+from defectcam.core.cvat import encode_sdk_mask, flat_points
 from defectcam.core.image_io import pil_to_rgb
 from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
 from defectcam.core.postprocess import Proposal
@@ -164,11 +163,7 @@ def proposal_to_cvat_request(
     x1, y1, x2, y2 = proposal.box
     if not (0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height):
         raise ValueError(f"proposal box {proposal.box} outside the {width}x{height} image")
-    # encode_mask takes an exclusive bbox over a full-image bitmap; it only reads the bbox,
-    # so the crop encoded over its own extent, then moved to the box, is the same list
-    # without allocating an image-sized mask per proposal.
-    points = encode_mask(proposal.mask.astype(bool), bbox=[0, 0, x2 - x1 + 1, y2 - y1 + 1])
-    points[-4:] = [x1, y1, x2, y2]
+    points = encode_sdk_mask(proposal.mask.astype(bool), proposal.box)
     return cvataa.mask(label_id, points)
 
 

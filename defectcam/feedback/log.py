@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from defectcam.core.cvat import decode_cvat_mask_crop, mask_runs, runs_to_mask
 from defectcam.core.postprocess import Proposal, polygon_to_mask
-from defectcam.data.cvat_xml import cvat_rle_to_mask
 
 LOG_DB_ENV = "DEFECTCAM_LOG_DB"
 LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"
@@ -134,20 +134,6 @@ class LoggedRequest:
     proposals: list[LoggedProposal] = field(default_factory=list)
 
 
-def mask_runs(mask: np.ndarray) -> bytes:
-    """CVAT's run lengths of a bool crop (row-major, background first) as uint32 bytes."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], change, [flat.size])))
-    if flat.size and flat[0]:
-        runs = np.concatenate(([0], runs))
-    return runs.astype("<u4").tobytes()
-
-
-def runs_to_mask(blob: bytes, width: int, height: int) -> np.ndarray:
-    return cvat_rle_to_mask(np.frombuffer(blob, dtype="<u4").astype(np.int64), width, height)
-
-
 def _proposal_row(index: int, item: Proposal | Mapping, default_kind: str) -> tuple:
     """(idx, label, confidence, kind, polygon JSON, x1, y1, x2, y2, area, mask_runs)."""
     if isinstance(item, Proposal):
@@ -160,10 +146,7 @@ def _proposal_row(index: int, item: Proposal | Mapping, default_kind: str) -> tu
     kind = str(item.get("type", default_kind))
     rle, area = None, None
     if kind == "mask" and item.get("mask"):
-        values = item["mask"]
-        x1, y1, x2, y2 = (int(v) for v in values[-4:])
-        crop = np.fromiter(values[:-4], dtype=np.uint8, count=len(values) - 4)
-        crop = crop.reshape(y2 - y1 + 1, x2 - x1 + 1) > 0
+        crop, (x1, y1, x2, y2) = decode_cvat_mask_crop(item["mask"])
         rle, area = mask_runs(crop), int(crop.sum())
     else:
         xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
