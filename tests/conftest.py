@@ -30,7 +30,8 @@ def fitted_crack_model():
     import torch
     import torch.nn.functional as F
 
-    from defectcam.core.transforms import build_classifier, normalize_batch
+    from defectcam.core.model import build_classifier
+    from defectcam.core.transforms import normalize_batch
     from tests.helpers import crack_crop_batch
 
     rng = np.random.default_rng(0)

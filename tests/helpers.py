@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectcam.core.transforms import build_classifier
+from defectcam.core.model import build_classifier
 from defectcam.core.weights import WeightsMetadata, save_weights
 
 LABELS = ("crack", "spalling", "rust")

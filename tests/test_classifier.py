@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defectcam.core.transforms import build_classifier, normalize_batch
+from defectcam.core.model import build_classifier
+from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import (
     WeightsError,
     WeightsMetadata,

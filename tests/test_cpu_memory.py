@@ -12,7 +12,7 @@ import pytest
 PROBE = """
 import json, resource, torch
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
-from defectcam.core.transforms import build_classifier
+from defectcam.core.model import build_classifier
 from defectcam.core.cpu_memory import keep_large_allocations_in_heap
 applied = keep_large_allocations_in_heap()
 torch.set_num_threads(1)

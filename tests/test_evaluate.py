@@ -157,7 +157,7 @@ def test_evaluate_rejects_inconsistent_options(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def untrained_weights(tmp_path_factory) -> Path:
-    from defectcam.core.transforms import build_classifier
+    from defectcam.core.model import build_classifier
     from defectcam.core.weights import WeightsMetadata, save_weights
 
     folder = tmp_path_factory.mktemp("weights")

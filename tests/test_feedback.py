@@ -22,8 +22,9 @@ from PIL import Image
 
 from defectcam.cli import main as cli
 from defectcam.commands.feedback import cvat_connection
+from defectcam.core.model import build_classifier
 from defectcam.core.postprocess import mask_to_polygon, polygon_to_mask
-from defectcam.core.transforms import build_classifier, normalize_batch
+from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 from defectcam.data.cvat_xml import (
     CvatAnnotations,

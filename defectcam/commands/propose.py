@@ -92,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tile_count(proposer: DefectProposer, image, labels) -> int:
+    from defectcam.core.model import INPUT_MULTIPLE
     from defectcam.core.tiling import TileGrid
 
     total = 0
     for label in proposer.check_labels(labels):
         m = proposer.predictors[label].metadata
-        total += len(TileGrid.build(image.shape[0], image.shape[1], m.tile_size, m.tile_overlap))
+        total += len(TileGrid.build(image.shape[0], image.shape[1], m.tile_size, m.tile_overlap,
+                                    multiple=INPUT_MULTIPLE))
     return total

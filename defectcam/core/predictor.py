@@ -15,7 +15,7 @@ import torch
 
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.cpu_memory import keep_large_allocations_in_heap
-from defectcam.core.model import DefectClassifier, fold_batchnorm
+from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
 from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata
@@ -112,7 +112,7 @@ class DefectMapPredictor:
         settings = self.settings(iterations)
         m = self.metadata
         grid = TileGrid.build(image.shape[0], image.shape[1], tile_size or m.tile_size,
-                              m.tile_overlap)
+                              m.tile_overlap, multiple=INPUT_MULTIPLE)
         acc = np.zeros(image.shape[:2], dtype=np.float32)
         probability = np.zeros((len(grid.ys), len(grid.xs)), dtype=np.float32)
         climbed = np.zeros_like(probability, dtype=bool)

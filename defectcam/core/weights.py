@@ -6,7 +6,6 @@ the SHA-256 of the tensor file so that a sidecar from another training run is ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,8 +14,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from defectcam.core.model import DefectClassifier
-from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD, build_classifier
+from defectcam.core.digest import file_sha256
+from defectcam.core.model import DefectClassifier, build_classifier
+from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "defectcam-classifier"
@@ -83,14 +83,6 @@ class WeightsMetadata:
 
 def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(model: DefectClassifier, metadata: WeightsMetadata, path: str | Path) -> Path:
