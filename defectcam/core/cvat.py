@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from defectcam.core.options import OUTPUT_TYPES
 from defectcam.core.postprocess import Proposal
-
-OUTPUT_TYPES = ("polygon", "mask")
 
 Box = tuple[int, int, int, int]
 

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectcam.core.options import ProposeOptions
 from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
 from defectcam.core.predictor import DefectMap, DefectMapPredictor
 from defectcam.core.weights import find_weights, load_weights
-
-#: The most AdvCAM steps one call may ask for: each costs a forward and a backward per tile.
-MAX_ITERATIONS = 32
 
 
 @dataclass
@@ -111,10 +109,8 @@ class DefectProposer:
         A proposal's confidence is the classifier's probability for the tile that holds the
         proposal's strongest pixel: how sure the model is that this region shows the defect.
         """
-        if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
-            raise ValueError(f"iterations must be within 0..{MAX_ITERATIONS}, got {iterations}")
-        if cam_threshold is not None and not 0.0 <= cam_threshold < 1.0:
-            raise ValueError(f"cam_threshold must be within [0, 1), got {cam_threshold}")
+        # The request contract's bounds (core/options.py; OptionError is a ValueError).
+        ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)
         screen_threshold = (0.5 if screen is True else float(screen)) if screen else None
         result = ProposalResult(proposals=[])
         for label in self.check_labels(labels):
