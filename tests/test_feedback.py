@@ -39,7 +39,7 @@ from defectcam.feedback.log import ProposalLog, log_proposals, read_log
 from defectcam.feedback.match import match_feedback, shape_region
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from function_support import file_b64, load_main  # noqa: E402
+from function_support import file_b64, import_main  # noqa: E402
 
 IMAGES = ("2022_10.jpg", "2022_100.jpg", "2022_1000.jpg", "2022_1001.jpg")  # 224x224
 REQUEST = {"threshold": 0.0, "cam_threshold": 0.05, "iterations": 0}
@@ -71,7 +71,7 @@ def round_one(shared_data, weights, tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("DEFECTCAM_WEIGHTS", "DEFECTCAM_DEVICE")}
     os.environ.update(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu")
     try:
-        main = load_main("feedback_round")
+        main = import_main()
         platform = nuclio_sdk.test.Platform()
         platform.call_handler(main.handler, nuclio_sdk.Event(body={}))  # init_context
     finally:
