@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defectcam.config import log_path
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
@@ -31,7 +32,7 @@ from defectcam.data.cvat_xml import (
     shape_clicks,
     write_cvat_xml,
 )
-from defectcam.feedback.log import log_path_from_env, read_log
+from defectcam.feedback.log import read_log
 from defectcam.feedback.match import (
     ACCEPT_IOU,
     MODIFY_IOU,
@@ -58,27 +59,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "clicks for `defectcam train --resume`.")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--annotations", type=Path,
-                       help='a "CVAT for images 1.1" export (annotations.xml)')
+                       help='a "CVAT for images 1.1" export (annotations.xml); this or '
+                            '--task-id is required')
     where.add_argument("--task-id", type=int,
                        help=f"pull this task from CVAT with cvat-sdk; server and credentials "
                             f"come from {CVAT_URL_ENV} and {CVAT_TOKEN_ENV} (or "
-                            f"{CVAT_USER_ENV} + {CVAT_PASSWORD_ENV}), never the command line")
+                            f"{CVAT_USER_ENV} + {CVAT_PASSWORD_ENV}), never the command "
+                            f"line; this or --annotations is required")
     p.add_argument("--images", type=Path, default=None,
                    help="folder of the export's images (matches requests by content hash; "
-                        "with --task-id: where the pulled images go)")
+                        "with --task-id: where the pulled images go; default: none, or "
+                        "OUT/cvat-task-ID with --task-id)")
     p.add_argument("--log", type=Path, default=None,
                    help="proposal log (default: $DEFECTCAM_LOG_DB or runs/defectcam-log.sqlite)")
     p.add_argument("--out", type=Path, required=True, help="folder for the clicks and report")
     p.add_argument("--since", default=None,
-                   help="only requests logged at or after this ISO time (e.g. 2025-01-31)")
-    p.add_argument("--accept-iou", type=float, default=ACCEPT_IOU)
-    p.add_argument("--modify-iou", type=float, default=MODIFY_IOU)
+                   help="only requests logged at or after this ISO time (e.g. 2025-01-31; "
+                        "default: all)")
+    p.add_argument("--accept-iou", type=float, default=ACCEPT_IOU,
+                   help="IoU with the final shape from which a proposal counts as accepted")
+    p.add_argument("--modify-iou", type=float, default=MODIFY_IOU,
+                   help="IoU from which a proposal counts as modified (below: rejected)")
     p.add_argument("--min-distance", type=float, default=64.0,
                    help="negative clicks at least this far (px) from any kept defect")
     p.add_argument("--crop-size", type=int, default=None,
                    help="training crop size: negatives only where their crops hold no kept "
-                        "defect (as `simulate --crop-size`)")
-    p.add_argument("--negative-label", default=NEGATIVE_LABEL)
+                        "defect, as simulate --crop-size (default: no such check)")
+    p.add_argument("--negative-label", default=NEGATIVE_LABEL,
+                   help="label of the negative clicks written")
     p.set_defaults(func=run)
 
 
@@ -248,10 +256,10 @@ def feedback_report(match: FeedbackMatch, provenance: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    log_path = args.log or log_path_from_env()
-    if log_path is None:
+    log = args.log or log_path()
+    if log is None:
         raise ValueError("no proposal log: pass --log (DEFECTCAM_LOG_DB is 'off')")
-    requests = read_log(log_path, since=args.since)
+    requests = read_log(log, since=args.since)
     if args.task_id is not None:
         xml, images = pull_task(args.task_id, args.images or args.out / f"cvat-task-{args.task_id}")
     else:
@@ -267,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     clicks_path = write_cvat_xml(clicks, args.out / CLICKS_FILE)
     report = feedback_report(match, provenance)
     report["inputs"] = {"annotations": str(xml), "images": str(images) if images else None,
-                        "log": str(log_path)}
+                        "log": str(log)}
     report_path = args.out / REPORT_FILE
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     for label, row in report["per_defect"].items():

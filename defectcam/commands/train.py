@@ -1,4 +1,5 @@
-"""``defectcam simulate``, ``defectcam train`` and ``defectcam calibrate``: clicks -> weights."""
+"""``defectcam simulate`` and ``defectcam train``: clicks -> weights (``train`` also calibrates
+the CAM scale of the weights it writes)."""
 
 from __future__ import annotations
 
@@ -22,19 +23,23 @@ from defectcam.training.loop import TrainConfig, train_classifier
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate an annotator's clicks on data with masks")
-    p.add_argument("--defect", required=True, choices=DEFECTS)
-    p.add_argument("--split", choices=("train", "val", "all"), default="train")
+    p.add_argument("--defect", required=True, choices=DEFECTS, help="the defect to click")
+    p.add_argument("--split", choices=("train", "val", "all"), default="train",
+                   help="which images of the data-set split (val: never trained on)")
     p.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--negatives-per-image", type=int, default=5)
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of each source held out as the val split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the clicks")
+    p.add_argument("--negatives-per-image", type=int, default=5,
+                   help="negative clicks per image")
     p.add_argument("--min-distance", type=float, default=96.0,
                    help="negative clicks at least this far (px) from any defect")
     p.add_argument("--crop-size", type=int, default=None,
-                   help="training crop size: negatives go only where their crops hold no defect")
+                   help="training crop size: negatives go only where their crops hold no defect "
+                        "(default: no such check)")
     p.add_argument("--max-images-per-source", type=int, default=None,
                    help="at most this many images of each source (a seeded choice), so that "
-                        "one large source does not drown the others")
+                        "one large source does not drown the others (default: all)")
     p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
     p.set_defaults(func=run_simulate)
 
@@ -46,28 +51,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder the export's image names are relative to")
     t.add_argument("--out", type=Path, required=True,
                    help="weights file (.safetensors) or folder (then <defect>.safetensors)")
-    t.add_argument("--negative-label", default=NEGATIVE_LABEL)
+    t.add_argument("--negative-label", default=NEGATIVE_LABEL,
+                   help="label of the negative clicks")
     t.add_argument("--resume", type=Path, default=None,
-                   help="start from these weights (fine-tuning with new clicks)")
+                   help="start from these weights (fine-tuning with new clicks; default: a "
+                        "fresh classifier)")
     t.add_argument("--freeze-batchnorm", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes when fine-tuning)")
-    t.add_argument("--crop-size", type=int, default=320)
-    t.add_argument("--crops-per-click", type=int, default=5)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--micro-batch", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=1e-2)
-    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--crop-size", type=int, default=320, help="training crop side in px")
+    t.add_argument("--crops-per-click", type=int, default=5,
+                   help="crops around each click (shifted so the click is not always central)")
+    t.add_argument("--epochs", type=int, default=10, help="passes over the crops")
+    t.add_argument("--batch-size", type=int, default=32,
+                   help="crops per optimiser step (by gradient accumulation)")
+    t.add_argument("--micro-batch", type=int, default=8,
+                   help="crops per forward pass (memory)")
+    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    t.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
+    t.add_argument("--max-steps-per-epoch", type=int, default=None,
+                   help="cut each epoch after this many steps (default: the whole epoch)")
     t.add_argument("--holdout", type=float, default=0.15,
                    help="fraction of the clicked images held apart for validation F1")
     t.add_argument("--max-holdout-crops", type=int, default=512,
                    help="validate on at most this many held-apart crops (a seeded sample)")
     t.add_argument("--tile-size", type=int, default=512, help="recommended inference tile")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default=None)
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--seed", type=int, default=0, help="seed of crops, split and training")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 (default: cuda if present)")
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="training precision (auto: bf16 autocast on CUDA where supported)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
 
 
