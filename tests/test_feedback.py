@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 
 from defectcam.cli import main as cli
-from defectcam.commands.feedback import cvat_connection
 from defectcam.core.model import build_classifier
 from defectcam.core.postprocess import mask_to_polygon, polygon_to_mask
 from defectcam.core.transforms import normalize_batch
@@ -35,6 +34,7 @@ from defectcam.data.cvat_xml import (
     shape_clicks,
     write_cvat_xml,
 )
+from defectcam.feedback.cvat_client import cvat_connection
 from defectcam.feedback.log import ProposalLog, log_proposals, read_log
 from defectcam.feedback.match import match_feedback, shape_region
 
@@ -280,7 +280,7 @@ def test_relabelled_and_merged_proposals(tmp_path):
     (decision,) = match.decisions
     assert decision.decision == "rejected" and decision.label == "crack"
     assert [(m.label, m.source) for m in match.missed] == [("spalling", "semi-auto")]
-    from defectcam.commands.feedback import feedback_clicks
+    from defectcam.feedback.clicks import feedback_clicks
 
     clicks, provenance = feedback_clicks(match, min_distance=8)
     labels = [s.label for s in clicks.images[0].shapes]

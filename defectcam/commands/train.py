@@ -4,21 +4,19 @@ the CAM scale of the weights it writes)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-from torch.utils.data import Subset
-
-from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
-from defectcam.data.crops import ClickCropDataset, build_crop_set
-from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.data.simulate import simulate_clicks
-from defectcam.data.sources import pairs_for_defect, shared_data_root, split_source
-from defectcam.training.calibrate import calibrate_cam_scale
-from defectcam.training.loop import TrainConfig, train_classifier
+from defectcam.data.sources import (
+    cap_per_source,
+    pairs_for_defect,
+    shared_data_root,
+    split_source,
+)
+from defectcam.training.loop import TrainConfig
+from defectcam.training.pipeline import ClickTraining, train_from_clicks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,59 +102,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cap_per_source(pairs: list, limit: int, seed: int) -> list:
-    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
-    kept = []
-    for source in sorted({p.source for p in pairs}):
-        members = sorted((p for p in pairs if p.source == source),
-                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
-        kept += members[:limit]
-    return sorted(kept, key=lambda p: p.name)
-
-
-def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, set]:
-    """Split image names (not crops) so that no image feeds both fitting and validation."""
-    ranked = sorted(set(names), key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).digest())
-    n_val = max(1, round(len(ranked) * fraction)) if fraction > 0 and len(ranked) > 1 else 0
-    return set(ranked[n_val:]), set(ranked[:n_val])
-
-
 def run_train(args: argparse.Namespace) -> int:
-    clicks = []
-    for path in args.clicks:
-        clicks += clicks_from_annotations(read_cvat_xml(path), args.defect, args.negative_label)
-    if not any(len(c.positives) for c in clicks):
-        raise ValueError(f"no {args.defect!r} clicks in {[str(p) for p in args.clicks]}")
-    crops = build_crop_set(clicks, args.images, crop_size=args.crop_size,
-                           crops_per_click=args.crops_per_click, seed=args.seed)
-    fit_names, val_names = holdout_split(crops.names, args.holdout, args.seed)
-    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
-    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
-    if args.max_holdout_crops and len(val_idx) > args.max_holdout_crops:
-        rng = np.random.default_rng(args.seed)
-        val_idx = sorted(rng.choice(val_idx, args.max_holdout_crops, replace=False).tolist())
-    train_set = Subset(ClickCropDataset(crops, augment=True, seed=args.seed, layout="hwc"),
-                       fit_idx)
-    train_set.set_epoch = train_set.dataset.set_epoch  # keep per-epoch augmentation seeding
-    val_set = Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
-    out = args.out / f"{args.defect}.safetensors" if args.out.suffix == "" else args.out
-    labels = crops.labels
-    metadata = WeightsMetadata(label=args.defect, tile_size=args.tile_size)
-    if args.resume is not None:
-        previous = load_weights(args.resume)[1]
-        metadata = WeightsMetadata(**{**previous.to_json(), "training": {}, "metrics": {},
-                                      "sha256": "", "mean": previous.mean, "std": previous.std})
-    metadata.training = {
-        "clicks": [str(p) for p in args.clicks],
-        "images": str(args.images),
-        "images_clicked": len({c.name for c in clicks}),
-        "positive_clicks": int(sum(len(c.positives) for c in clicks)),
-        "negative_clicks": int(sum(len(c.negatives) for c in clicks)),
-        "crops": {"total": len(labels), "positive": int(labels.sum()),
-                  "fit": len(fit_idx), "holdout": len(val_idx),
-                  "size": args.crop_size, "per_click": args.crops_per_click},
-        "resumed_from": str(args.resume) if args.resume else None,
-    }
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
@@ -165,16 +111,10 @@ def run_train(args: argparse.Namespace) -> int:
                          freeze_batchnorm=(args.freeze_batchnorm == "yes" or (
                              args.freeze_batchnorm == "auto" and args.resume is not None)),
                          progress=not args.no_progress)
-    print(f"{args.defect}: {len(fit_idx)} crops to fit, {len(val_idx)} held apart "
-          f"({metadata.training['positive_clicks']} positive clicks on "
-          f"{metadata.training['images_clicked']} images)")
-    result = train_classifier(train_set, val_set, metadata, out, config,
-                              init_weights=args.resume)
-    model, best = load_weights(out)
-    positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
-    best.cam_scale = calibrate_cam_scale(model, positives, best)
-    save_weights(model, best, out)
-    print(json.dumps({"weights": str(out), "best_val_f1": round(result.best_f1, 4),
-                      "best_epoch": result.best_epoch, "cam_scale": round(best.cam_scale, 4),
-                      "seconds": round(result.seconds, 1), "device": result.device}))
+    job = ClickTraining(defect=args.defect, clicks=args.clicks, images=args.images, out=args.out,
+                        negative_label=args.negative_label, resume=args.resume,
+                        crop_size=args.crop_size, crops_per_click=args.crops_per_click,
+                        holdout=args.holdout, max_holdout_crops=args.max_holdout_crops,
+                        tile_size=args.tile_size, seed=args.seed, config=config)
+    print(json.dumps(train_from_clicks(job)))
     return 0

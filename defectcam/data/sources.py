@@ -160,3 +160,13 @@ def split_source(
         train += ordered[n_val:]
     key = lambda p: (p.source, p.stem)  # noqa: E731
     return sorted(train, key=key), sorted(val, key=key)
+
+
+def cap_per_source(pairs: list[ImagePair], limit: int, seed: int) -> list[ImagePair]:
+    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
+    kept = []
+    for source in sorted({p.source for p in pairs}):
+        members = sorted((p for p in pairs if p.source == source),
+                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
+        kept += members[:limit]
+    return sorted(kept, key=lambda p: p.name)
