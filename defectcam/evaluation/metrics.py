@@ -420,7 +420,7 @@ def threshold_sweep(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     """Micro-averaged pixel counts of ``map > t`` against the truth for every threshold.
 
     Works on saved normalised maps (no model); uses the same strict ``>`` as
-    ``utils.masks.binarize_map``. NaNs in a map count as 0. No closing or min-area step.
+    ``core.postprocess.binarize_map``. NaNs in a map count as 0. No closing or min-area step.
     """
     totals = [PixelCounts() for _ in thresholds]
     ts = np.asarray(thresholds, dtype=np.float64)
