@@ -51,7 +51,8 @@ SHARED_DATA_ENV = "DEFECTCAM_SHARED_DATA"
 #: What a request may ask for and what it gets by default: the yaml files set these, and
 #: ``defectcam serve`` reads them from there. Per-option defaults join this list.
 REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, CONFIDENCE_THRESHOLD_ENV)
-#: Request option -> the variable that presets it for requests without the key.
+#: Request option -> the variable that presets it for requests without the key (each has the
+#: option's name as a :class:`Settings` field; :meth:`Settings.limits` hands them on).
 OPTION_DEFAULT_ENV = {"min_confidence": CONFIDENCE_THRESHOLD_ENV}
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +218,7 @@ class Settings:
     def limits(self, labels: tuple[str, ...] | None = None) -> Limits:
         """The request limits and defaults these settings impose (``labels``: what the loaded
         weights know; default: every label of the function spec)."""
-        defaults = {"min_confidence": self.min_confidence}
+        defaults = {option: getattr(self, option) for option in OPTION_DEFAULT_ENV}
         source = MAX_ITERATIONS_ENV if self.max_iterations < MAX_ITERATIONS else None
         kwargs = {"labels": tuple(labels)} if labels is not None else {}
         return Limits(max_iterations=self.max_iterations, max_iterations_source=source,
