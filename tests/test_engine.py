@@ -137,7 +137,8 @@ def test_proposer_validates_requests(fitted_crack_model):
     meta = WeightsMetadata(label="crack", tile_size=64)
     proposer = DefectProposer([DefectMapPredictor(fitted_crack_model, meta, "cpu")])
     image = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(ValueError, match="unknown labels"):
+    with pytest.raises(ValueError, match=r"unknown label\(s\) \['rust'\] in labels; this function "
+                       r"knows \['crack'\]"):
         proposer.propose(image, labels=["rust"])
     with pytest.raises(ValueError, match="iterations"):
         proposer.propose(image, iterations=1000)

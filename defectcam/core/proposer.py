@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectcam.core.options import ProposeOptions
+from defectcam.core.options import Limits, ProposeOptions
 from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
 from defectcam.core.predictor import DefectMap, DefectMapPredictor
 from defectcam.core.weights import find_weights, load_weights
@@ -67,12 +67,12 @@ class DefectProposer:
         return next(iter(self.predictors.values())).device
 
     def check_labels(self, labels: Sequence[str] | None) -> list[str]:
+        """The labels to run (None: all), each checked against the loaded classifiers with
+        the request contract's rule (core/options.py; OptionError is a ValueError)."""
         if labels is None:
             return list(self.predictors)
-        unknown = [lab for lab in labels if lab not in self.predictors]
-        if unknown:
-            raise ValueError(f"unknown labels {unknown}; this model knows {list(self.labels)}")
-        return list(dict.fromkeys(labels))
+        options = ProposeOptions.build({"labels": list(labels)}, limits=Limits(labels=self.labels))
+        return list(options.labels)
 
     def propose(
         self,
