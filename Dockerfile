@@ -29,9 +29,9 @@ RUN pip install "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" 
 WORKDIR /opt/defectcam/src
 COPY pyproject.toml README.md ./
 COPY defectcam ./defectcam
-RUN pip install . && python -c "import defectcam.automatic_mask_generator, nuclio_sdk"
+RUN pip install . && python -c "import defectcam.core.proposer, nuclio_sdk"
 
 COPY ${WEIGHTS_DIR}/ /opt/defectcam/weights/
-RUN python -c "from defectcam.weights import find_weights; print(sorted(find_weights('/opt/defectcam/weights')))"
+RUN python -c "from defectcam.core.weights import find_weights; print(sorted(find_weights('/opt/defectcam/weights')))"
 
 WORKDIR /opt/nuclio

@@ -1,53 +1,31 @@
-"""The model side of the Nuclio function: owns the proposer, turns proposals into CVAT shapes."""
+"""The model side of the Nuclio function: one proposal service per worker."""
 
-from __future__ import annotations
+import hashlib
 
-from pathlib import Path
-
-import numpy as np
-
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.feedback import model_version_of
-from defectcam.labels import LABEL_NAMES
-from defectcam.utils.cvat import proposal_to_cvat_shape
+from defectcam.config import MAX_PIXELS_ENV, Settings
+from defectcam.core.image_io import decode_base64, decode_image
+from defectcam.nuclio import read_request
+from defectcam.service import ProposalService
 
 
 class ModelHandler:
-    """One proposer (all defect classifiers) loaded once per Nuclio worker.
+    """Loads the weights once per Nuclio worker and answers request bodies.
 
     Not thread-safe by design: Nuclio gives each worker its own ``init_context`` and sends it
-    one event at a time; ``defectcam serve`` does the same with one instance per worker.
+    one event at a time; ``defectcam serve`` does the same with one context per worker.
     """
 
-    def __init__(
-        self, weights: str | Path, device: str | None = None, precision: str = "fp32"
-    ) -> None:
-        self.proposer = DefectProposer.from_weights(weights, device=device, precision=precision)
-        self.labels: tuple[str, ...] = tuple(self.proposer.labels)
-        self.model_version = model_version_of(self.proposer)
-        self.last_proposals: list = []
-        foreign = [name for name in self.labels if name not in LABEL_NAMES]
-        if foreign:
-            # CVAT silently drops shapes whose label is not in the function spec.
-            raise ValueError(
-                f"weights in {weights} have labels {foreign} that the function spec "
-                f"(defectcam/labels.py: {list(LABEL_NAMES)}) does not list"
-            )
+    def __init__(self, settings: Settings, logger=None) -> None:
+        self.settings = settings
+        self.service = ProposalService.from_settings(settings, logger)
+        self.labels = self.service.labels
 
-    def infer(
-        self,
-        image: np.ndarray,
-        *,
-        threshold: float,
-        output: str = "polygon",
-        labels: list[str] | None = None,
-        iterations: int | None = None,
-        cam_threshold: float | None = None,
-        screen: bool | None = None,
-    ) -> list[dict]:
-        """CVAT shapes for the proposals whose confidence reaches ``threshold``."""
-        self.last_proposals = self.proposer.propose(
-            image, iterations=iterations, cam_threshold=cam_threshold, labels=labels,
-            screen=bool(screen), min_confidence=threshold,
-        )
-        return [proposal_to_cvat_shape(p, output) for p in self.last_proposals]
+    def infer(self, body) -> list[dict]:
+        """CVAT shapes for one request body (``OptionError`` / ``ImageInputError`` for the
+        client's mistakes, each naming the problem)."""
+        image, options = read_request(body, self.service.limits)
+        data = decode_base64(image)
+        decoded = decode_image(data, self.settings.max_pixels, limit_name=MAX_PIXELS_ENV)
+        answer = self.service.propose(decoded.rgb, options, face="nuclio",
+                                      image_sha256=hashlib.sha256(data).hexdigest())
+        return answer.shapes()

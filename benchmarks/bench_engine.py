@@ -35,11 +35,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defectcam.advcam import AdvCAMSettings  # noqa: E402
-from defectcam.build import build_classifier, normalize_batch  # noqa: E402
-from defectcam.predictor import DefectMapPredictor  # noqa: E402
-from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles  # noqa: E402
-from defectcam.weights import WeightsMetadata, load_weights  # noqa: E402
+from defectcam.core.advcam import AdvCAMSettings  # noqa: E402
+from defectcam.core.model import INPUT_MULTIPLE, build_classifier  # noqa: E402
+from defectcam.core.predictor import DefectMapPredictor  # noqa: E402
+from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles  # noqa: E402
+from defectcam.core.transforms import normalize_batch  # noqa: E402
+from defectcam.core.weights import WeightsMetadata, load_weights  # noqa: E402
 
 DATA = Path(os.environ.get("DEFECTCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 TWO_MP = DATA / "rust/corrosion/images/148.jpg"  # 1600x1200, validation split
@@ -125,7 +126,8 @@ def peer_tile(model, gradcam: RawGradCAM, x0: torch.Tensor, s: AdvCAMSettings) -
 
 
 def run_peer(model, meta, image, iterations, max_tiles):
-    grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
+    grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap,
+                          multiple=INPUT_MULTIPLE)
     acc = np.zeros(image.shape[:2], np.float32)
     gradcam = RawGradCAM(model)
     settings = AdvCAMSettings(iterations, meta.xi, meta.tau, meta.lam)
@@ -142,7 +144,8 @@ def run_ours(model, meta, image, iterations, max_tiles, device, fold=True):
         predictor.model = model.to(device, memory_format=torch.channels_last).eval()
         for p in predictor.model.parameters():
             p.requires_grad_(False)
-    grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap)
+    grid = TileGrid.build(*image.shape[:2], meta.tile_size, meta.tile_overlap,
+                          multiple=INPUT_MULTIPLE)
     tiles = grid.tiles()[:max_tiles] if max_tiles else None  # the peer's subset
     result = predictor.predict(image, iterations=iterations, tiles=tiles)
     return result.cam_map * result.normaliser, len(tiles or grid), len(grid)

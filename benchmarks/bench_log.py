@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from defectcam.core.cvat import proposal_to_cvat_shape
+from defectcam.core.postprocess import mask_to_proposals
 from defectcam.feedback.log import ProposalLog, log_proposals
-from defectcam.utils.cvat import proposal_to_cvat_shape
-from defectcam.utils.masks import mask_to_proposals
 
 
 def crack_like_proposals(count: int, seed: int = 0):

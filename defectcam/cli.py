@@ -13,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from defectcam import __version__
+
 #: subcommand -> module providing ``add_parser(subparsers)``; imported lazily so that
 #: ``defectcam --help`` stays fast and one broken optional dependency breaks one command only.
 COMMANDS = {
@@ -25,12 +27,36 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; every option's help ends with its default unless it says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.required or "default" in text.lower():
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if action.default is not None and action.default is not argparse.SUPPRESS:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: :class:`HelpFormatter`, whatever the module asked for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="defectcam",
         description="Crack / spalling / rust proposals for CVAT from click-trained classifiers.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"defectcam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=Parser)
     done = set()
     for name in names or list(COMMANDS):
         module_name = COMMANDS[name]

@@ -8,21 +8,22 @@ always calls ``create(**parameters)`` with the ``-p NAME=TYPE:VALUE`` values (no
 The module-level ``spec`` and ``detect`` make the module itself a function too, for
 ``cvat_sdk.auto_annotation.annotate_task(client, task_id, defectcam.cvat_function)``.
 
-One code path with the Nuclio function: both call ``DefectProposer.propose`` with the same
-settings mapping (:meth:`FunctionSettings.propose_options`, as ``ModelHandler.infer`` builds it)
-and the same image conversion (``defectcam.utils.image_io``); only the output wrapping differs
-(cvat-sdk request objects here, JSON dicts there).
+One code path with the Nuclio function: the parameters become the request contract's
+``ProposeOptions`` (``from_cvat_sdk``; the driver's ``conf_threshold`` is the Nuclio
+``threshold``, its default 0.5 when the driver sends none, and ``conv_mask_to_poly`` the
+``output``), and every frame goes through the same ``ProposalService`` as a Nuclio request,
+interaction log included (the frame's name is logged as its file name). Only the output
+wrapping differs (cvat-sdk request objects here, JSON dicts there).
 
 Spec label type is ``mask``, not the Nuclio spec's ``polygon``: cvat-sdk's driver rejects a
 mask shape for a label declared ``polygon``, and maps a ``mask`` label to ``polygon`` when
 ``--conv-mask-to-poly`` is given (as cvat-sdk's own torchvision instance-segmentation function
-declares). Ids and names are the Nuclio spec's (``defectcam.labels``).
+declares). Ids and names are the Nuclio spec's (``defectcam.core.labels``).
 """
 
 # No `from __future__ import annotations`: `cvat-cli --function-file` executes this file as a
 # module that is not in sys.modules, where @dataclass cannot resolve string annotations.
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,22 +32,34 @@ from pathlib import Path
 import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 import PIL.Image
-from cvat_sdk.masks import encode_mask
 
-from defectcam.automatic_mask_generator import MAX_ITERATIONS, DefectProposer
-from defectcam.device import DeviceError, resolve_device
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
-from defectcam.utils.cvat import flat_points
-from defectcam.utils.image_io import pil_to_rgb
-from defectcam.utils.masks import Proposal
-from defectcam.weights import WeightsError, find_weights
+from defectcam.config import (
+    PRECISION_NAMES,
+    WEIGHTS_ENV,
+    ConfigError,
+    Settings,
+    resolve_weights,
+)
+from defectcam.core.cvat import encode_sdk_mask, flat_points
+from defectcam.core.device import resolve_device
+from defectcam.core.image_io import pil_to_rgb
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
+from defectcam.core.options import OptionError, ProposeOptions
+from defectcam.core.postprocess import Proposal
+from defectcam.core.weights import WeightsError, find_weights
+from defectcam.service import ProposalService, check_spec_labels
 
-WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"
-#: The repository's weights/ folder (exists in a source checkout / editable install).
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 #: The label type the spec declares (see the module docstring).
 SPEC_LABEL_TYPE = "mask"
-PARAMETERS = ("weights", "iterations", "cam_threshold", "labels", "device", "screen")
+#: ``-p`` parameters that set where and how the model runs (the rest are request options).
+SETUP_PARAMETERS = ("weights", "device", "precision")
+OPTION_PARAMETERS = ("iterations", "cam_threshold", "labels", "screen")
+PARAMETERS = SETUP_PARAMETERS + OPTION_PARAMETERS
+#: cvat-cli's TYPE per parameter, and an example value, for messages.
+_SYNTAX = {"weights": ("str", "DIR"), "device": ("str", "cuda"), "precision": ("str", "bf16"),
+           "iterations": ("int", "2"), "cam_threshold": ("float", "0.1"),
+           "labels": ("str", "crack,rust"), "screen": ("bool", "true")}
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 _LABEL_IDS = {label.name: label.id for label in DEFECT_LABELS}
 
 
@@ -56,31 +69,15 @@ class FunctionParameterError(ValueError):
 
 @dataclass(frozen=True)
 class FunctionSettings:
-    """What ``-p`` can set. ``None`` means "the weights' recommended value", as in Nuclio."""
+    """What ``-p`` set: the worker's settings (weights, device, precision; the rest from the
+    environment, as for Nuclio) and the request options every frame starts from."""
 
-    weights: Path
-    iterations: int | None = None
-    cam_threshold: float | None = None
-    labels: tuple[str, ...] | None = None
-    device: str | None = None
-    screen: bool | None = None
+    settings: Settings
+    options: ProposeOptions
 
-    def propose_options(self, min_confidence: float) -> dict:
-        """Keyword arguments for ``DefectProposer.propose``: the mapping ``ModelHandler.infer``
-        builds from a Nuclio request, so both faces propose the same shapes."""
-        return {
-            "iterations": self.iterations,
-            "cam_threshold": self.cam_threshold,
-            "labels": list(self.labels) if self.labels is not None else None,
-            "screen": bool(self.screen),
-            "min_confidence": min_confidence,
-        }
-
-
-def default_weights() -> Path:
-    """``$DEFECTCAM_WEIGHTS`` when set, else the repository's ``weights/`` folder."""
-    value = os.environ.get(WEIGHTS_ENV, "").strip()
-    return Path(value).expanduser() if value else REPO_WEIGHTS
+    @property
+    def weights(self) -> Path:
+        return self.settings.weights
 
 
 def parse_settings(**parameters) -> FunctionSettings:
@@ -91,65 +88,41 @@ def parse_settings(**parameters) -> FunctionSettings:
             f"unknown parameter(s) {unknown}; defectcam takes {list(PARAMETERS)} "
             "(e.g. -p iterations=int:2 -p weights=str:DIR)"
         )
-    weights = _typed(parameters, "weights", (str,), "str", "DIR")
-    iterations = _typed(parameters, "iterations", (int,), "int", "2")
-    if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
+    for name, value in parameters.items():
+        _check_type(name, value)
+    device = (parameters.get("device") or "").strip() or None
+    precision = parameters.get("precision")
+    if precision is not None and precision not in PRECISION_NAMES:
         raise FunctionParameterError(
-            f"parameter 'iterations' must be within 0..{MAX_ITERATIONS}, got {iterations}"
-        )
-    cam_threshold = _typed(parameters, "cam_threshold", (int, float), "float", "0.1")
-    if cam_threshold is not None:
-        cam_threshold = float(cam_threshold)
-        if not 0.0 < cam_threshold < 1.0:
-            raise FunctionParameterError(
-                f"parameter 'cam_threshold' must be in (0, 1), got {cam_threshold}"
-            )
-    device = _typed(parameters, "device", (str,), "str", "cuda")
-    device = (device or "").strip() or None
+            f"parameter 'precision' must be one of {list(PRECISION_NAMES)}, got {precision!r}")
     try:
-        resolve_device(device, "-p device")  # before any model loads
-    except DeviceError as exc:
-        raise FunctionParameterError(str(exc)) from None
-    return FunctionSettings(
-        weights=Path(weights).expanduser() if weights else default_weights(),
-        iterations=iterations,
-        cam_threshold=cam_threshold,
-        labels=_parse_labels(_typed(parameters, "labels", (str,), "str", "crack,rust")),
-        device=None if device == "auto" else device,
-        screen=_typed(parameters, "screen", (bool,), "bool", "true"),
-    )
+        if device:
+            resolve_device(device, "-p device")  # before any model loads
+        given = {"weights": resolve_weights(parameters.get("weights")), "device": device,
+                 "precision": precision}
+        settings = Settings.from_env().override(
+            "-p", **{k: v for k, v in given.items() if parameters.get(k) is not None})
+        options = ProposeOptions.from_cvat_sdk(parameters, settings.limits())
+    except (OptionError, ValueError) as exc:
+        raise FunctionParameterError(str(exc)) from exc
+    return FunctionSettings(settings, options)
 
 
-def _typed(parameters: dict, name: str, kinds: tuple[type, ...], cli_type: str, example: str):
-    value = parameters.get(name)
+def _check_type(name: str, value) -> None:
+    cli_type, example = _SYNTAX[name]
+    kinds = _KINDS[cli_type]
     # bool is an int subclass: -p iterations=bool:true must not pass as iterations=1.
     bool_ok = bool in kinds or not isinstance(value, bool)
     if value is None or (isinstance(value, kinds) and bool_ok):
-        return value
+        return
     raise FunctionParameterError(
         f"parameter {name!r} must be given as {cli_type} (-p {name}={cli_type}:{example}), "
         f"got {type(value).__name__} {value!r}"
     )
 
 
-def _parse_labels(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise FunctionParameterError(
-            f"parameter 'labels' is empty; give a comma-separated subset of {list(LABEL_NAMES)}"
-        )
-    unknown = [name for name in names if name not in LABEL_NAMES]
-    if unknown:
-        raise FunctionParameterError(
-            f"unknown label(s) {unknown} in parameter 'labels'; choose from {list(LABEL_NAMES)}"
-        )
-    return tuple(dict.fromkeys(names))
-
-
 def make_spec(labels: Sequence[str] = LABEL_NAMES) -> cvataa.DetectionFunctionSpec:
-    """The spec for ``labels``: ids and names from ``defectcam.labels`` (the Nuclio spec's)."""
+    """The spec for ``labels``: ids and names from ``defectcam.core.labels`` (the Nuclio spec's)."""
     return cvataa.DetectionFunctionSpec(
         labels=[
             cvataa.label_spec(label.name, label.id, type=SPEC_LABEL_TYPE)
@@ -169,25 +142,21 @@ def proposal_to_cvat_request(
     x1, y1, x2, y2 = proposal.box
     if not (0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height):
         raise ValueError(f"proposal box {proposal.box} outside the {width}x{height} image")
-    # encode_mask takes an exclusive bbox over a full-image bitmap; it only reads the bbox,
-    # so the crop encoded over its own extent, then moved to the box, is the same list
-    # without allocating an image-sized mask per proposal.
-    points = encode_mask(proposal.mask.astype(bool), bbox=[0, 0, x2 - x1 + 1, y2 - y1 + 1])
-    points[-4:] = [x1, y1, x2, y2]
-    return cvataa.mask(label_id, points)
+    return cvataa.mask(label_id, encode_sdk_mask(proposal.mask.astype(bool), proposal.box))
 
 
-_PROPOSERS: dict[tuple[str, str | None], DefectProposer] = {}
-_PROPOSERS_LOCK = threading.Lock()
+_SERVICES: dict[tuple, ProposalService] = {}
+_SERVICES_LOCK = threading.Lock()
 
 
-def load_proposer(weights: Path, device: str | None) -> DefectProposer:
-    """One proposer per (weights, device), loaded on first use and kept for the process."""
-    key = (str(Path(weights).resolve()), device)
-    with _PROPOSERS_LOCK:
-        if key not in _PROPOSERS:
-            _PROPOSERS[key] = DefectProposer.from_weights(weights, device=device)
-        return _PROPOSERS[key]
+def load_service(settings: Settings) -> ProposalService:
+    """One service per (weights, device, precision, log), loaded on first use and kept."""
+    key = (str(Path(settings.weights).resolve()), settings.device, settings.precision,
+           str(settings.log_db))
+    with _SERVICES_LOCK:
+        if key not in _SERVICES:
+            _SERVICES[key] = ProposalService.from_settings(settings)
+        return _SERVICES[key]
 
 
 class DefectDetectionFunction:
@@ -195,30 +164,27 @@ class DefectDetectionFunction:
 
     def __init__(self, settings: FunctionSettings, available: Sequence[str] | None = None):
         self.settings = settings
-        wanted = settings.labels or (tuple(available) if available is not None else LABEL_NAMES)
+        wanted = settings.options.labels or (
+            tuple(available) if available is not None else LABEL_NAMES)
         self.spec = make_spec(wanted)
 
     @property
-    def proposer(self) -> DefectProposer:
-        return load_proposer(self.settings.weights, self.settings.device)
+    def service(self) -> ProposalService:
+        return load_service(self.settings.settings)
 
     def detect(
         self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
     ) -> list[models.LabeledShapeRequest]:
         rgb = pil_to_rgb(image)
-        # cvat-sdk: None means "the function's choice"; like cvat-sdk's own functions, keep all.
-        threshold = context.conf_threshold if context.conf_threshold is not None else 0.0
-        options = self.settings.propose_options(threshold)
-        spec_names = {label.name for label in self.spec.labels}
-        if self.settings.labels is None and not spec_names.issuperset(self.proposer.labels):
-            # Weights with a classifier the spec does not declare: cvat-sdk would reject its
-            # shapes. Otherwise pass no list, so the order of proposals is Nuclio's.
-            options["labels"] = [name for name in self.proposer.labels if name in spec_names]
-        proposals = self.proposer.propose(rgb, **options)
+        service = self.service
+        options = self.settings.options.for_cvat_frame(
+            context.conf_threshold, bool(context.conv_mask_to_poly),
+            getattr(context, "frame_name", None), service.limits)
+        answer = service.propose(rgb, options, face="cvat-sdk")
         height, width = rgb.shape[:2]
         return [
-            proposal_to_cvat_request(p, height, width, as_polygon=bool(context.conv_mask_to_poly))
-            for p in proposals
+            proposal_to_cvat_request(p, height, width, as_polygon=options.output == "polygon")
+            for p in answer.proposals
         ]
 
 
@@ -232,13 +198,11 @@ def create(**parameters) -> DefectDetectionFunction:
             f"no usable defectcam weights at {settings.weights} ({exc}); pass "
             f"-p weights=str:DIR or set {WEIGHTS_ENV}"
         ) from exc
-    foreign = sorted(set(found) - set(LABEL_NAMES))
-    if foreign:
-        raise FunctionParameterError(
-            f"weights in {settings.weights} have labels {foreign} that defectcam/labels.py "
-            f"({list(LABEL_NAMES)}) does not list"
-        )
-    missing = [name for name in settings.labels or () if name not in found]
+    try:
+        check_spec_labels(tuple(found), settings.weights)  # before any frame is downloaded
+    except ConfigError as exc:
+        raise FunctionParameterError(str(exc)) from exc
+    missing = [name for name in settings.options.labels or () if name not in found]
     if missing:
         raise FunctionParameterError(
             f"labels {missing} were asked for but {settings.weights} only has "

@@ -7,15 +7,18 @@ otherwise), the handler runs with a real ``nuclio_sdk.Context`` whose ``init_con
 once, and its return value becomes status, content type and body through
 ``nuclio_sdk.Response.from_entrypoint_output``, the wrapper's own conversion.
 
-Concurrency mirrors Nuclio workers: ``--workers N`` loads ``main.py`` N times (N module
-instances, N contexts, N models), each serving one request at a time. A request waits at most
-``--worker-timeout`` seconds for a free worker, then gets 503 (Nuclio's
-``workerAvailabilityTimeoutMilliseconds``); connections beyond ``--max-pending`` are refused
-with 503 at once, so threads and memory stay bounded. Bodies over ``--max-body-bytes``
-(Nuclio's ``maxRequestBodySize``) get 413. Unlike Nuclio, a handler that runs past the
-function's ``eventTimeout`` is not killed.
+The function's settings: like Nuclio, ``main`` is imported as a module from the function
+folder (``--function-dir``); the request limits (:data:`defectcam.config.REQUEST_ENV`), the body
+limit (``maxRequestBodySize``) and the worker timeout
+(``workerAvailabilityTimeoutMilliseconds``) come from the function's yaml (``--function-yaml``,
+default ``function.yaml`` there) wherever the environment or an option does not set them, so
+that serve answers as the deployed function does. It prints what it uses at start.
 
-``main.py`` is loaded by file path (the package never imports the Nuclio face statically).
+Concurrency mirrors Nuclio workers: ``--workers N`` runs ``init_context`` N times (N contexts,
+N models), each serving one request at a time. A request waits at most ``--worker-timeout``
+seconds for a free worker, then gets 503; connections beyond ``--max-pending`` are refused
+with 503 at once, so threads and memory stay bounded. Bodies over the body limit get 413.
+Unlike Nuclio, a handler that runs past the function's ``eventTimeout`` is not killed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -33,6 +36,7 @@ import sys
 import threading
 import traceback
 import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
@@ -41,10 +45,18 @@ from urllib.parse import urlsplit
 import nuclio_sdk
 import nuclio_sdk.json_encoder
 import nuclio_sdk.logger
+import yaml
 
-#: Same as ``maxRequestBodySize`` in function.yaml / function-gpu.yaml.
-DEFAULT_MAX_BODY_BYTES = 134_217_728
-MAX_BODY_ENV = "DEFECTCAM_MAX_BODY_BYTES"
+from defectcam.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_BODY_ENV,
+    REQUEST_ENV,
+    ConfigError,
+    Settings,
+    max_body_bytes,
+)
+
+DEFAULT_WORKER_TIMEOUT = 10.0
 TRIGGER = nuclio_sdk.event.TriggerInfo("http", "myHttpTrigger")
 
 
@@ -53,10 +65,12 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve",
         help="serve the CVAT/Nuclio function (main.handler) over local HTTP",
-        description=__doc__.split("\n\n")[0],
+        description="Host the Nuclio function's main.handler over plain HTTP, with the "
+        "settings of its yaml file, for development and tests without Docker or Nuclio.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port; 0 picks a free one (default: %(default)s)")
     parser.add_argument(
         "--function-dir",
         type=Path,
@@ -64,24 +78,33 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         help="folder holding main.py and model_handler.py (default: the current directory "
         "if it has main.py, else the repository root)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="handler instances (default 1)")
+    parser.add_argument(
+        "--function-yaml",
+        default=None,
+        help="the function's yaml whose settings serve uses where the environment does not "
+        "set them; 'none' for none (default: function.yaml in the function folder)",
+    )
+    parser.add_argument("--workers", type=int, default=1,
+                        help="handler instances, one model each (default: %(default)s)")
     parser.add_argument(
         "--worker-timeout",
         type=float,
-        default=10.0,
-        help="seconds a request waits for a free worker before 503 (default 10)",
+        default=None,
+        help="seconds a request waits for a free worker before 503 (default: the yaml's "
+        f"workerAvailabilityTimeoutMilliseconds, else {DEFAULT_WORKER_TIMEOUT:g})",
     )
     parser.add_argument(
         "--max-pending",
         type=int,
         default=None,
-        help="open connections allowed before refusing with 503 (default 4 x workers + 4)",
+        help="open connections allowed before refusing with 503 (default: 4 x workers + 4)",
     )
     parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=None,
-        help=f"largest request body (default ${MAX_BODY_ENV} or {DEFAULT_MAX_BODY_BYTES})",
+        help=f"largest request body (default: ${MAX_BODY_ENV}, else the yaml's "
+        f"maxRequestBodySize, else {DEFAULT_MAX_BODY_BYTES})",
     )
     return parser
 
@@ -97,11 +120,17 @@ def run_serve(args: argparse.Namespace) -> int:
     """Load the function, serve until SIGINT/SIGTERM; returns the exit code."""
     logger = make_logger()
     try:
+        _check_args(args)
         function_dir = resolve_function_dir(args.function_dir)
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        max_body = args.max_body_bytes or int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES))
-        workers = [FunctionWorker(function_dir, i, logger) for i in range(args.workers)]
+        config = FunctionConfig.read(_yaml_path(args.function_yaml, function_dir))
+        origins = config.apply_request_env(os.environ)
+        settings = Settings.from_env(origins=origins)
+        max_body = args.max_body_bytes or max_body_bytes(
+            default=config.max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+        worker_timeout = args.worker_timeout or config.worker_timeout or DEFAULT_WORKER_TIMEOUT
+        print_settings(settings, config, max_body, worker_timeout, args)
+        module = load_function_module(function_dir)
+        workers = [FunctionWorker(module, i, logger) for i in range(args.workers)]
     except (ValueError, OSError, ImportError) as exc:  # the operator's to fix: one clear line
         print(f"defectcam serve: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -109,7 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
     server = FunctionServer(
         (args.host, args.port),
         WorkerPool(workers),
-        args.worker_timeout,
+        worker_timeout,
         max_body,
         max_pending,
         logger,
@@ -134,6 +163,85 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Out-of-range options, before any model loads."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be within 0..65535, got {args.port}")
+    for name in ("worker_timeout", "max_pending", "max_body_bytes"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _yaml_path(option: str | None, function_dir: Path) -> Path | None:
+    if option is None:
+        default = function_dir / "function.yaml"
+        return default if default.is_file() else None
+    if option.strip().lower() == "none":
+        return None
+    return Path(option)
+
+
+@dataclass
+class FunctionConfig:
+    """What ``defectcam serve`` takes from a function yaml: the request limits among its
+    ``spec.env`` and the HTTP trigger's body limit and worker timeout."""
+
+    path: Path | None = None
+    request_env: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int | None = None
+    worker_timeout: float | None = None
+
+    @classmethod
+    def read(cls, path: Path | None) -> FunctionConfig:
+        if path is None:
+            return cls()
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+            spec = data["spec"]
+            env = {str(item["name"]): str(item["value"]) for item in spec.get("env") or []}
+            trigger = next(iter((spec.get("triggers") or {}).values()), {}) or {}
+        except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: not a Nuclio function yaml ({exc})") from exc
+        attributes = trigger.get("attributes") or {}
+        timeout_ms = trigger.get("workerAvailabilityTimeoutMilliseconds")
+        body = attributes.get("maxRequestBodySize")
+        return cls(
+            path=Path(path),
+            request_env={k: v for k, v in env.items() if k in REQUEST_ENV},
+            max_body_bytes=int(body) if body else None,
+            worker_timeout=float(timeout_ms) / 1000 if timeout_ms else None,
+        )
+
+    def apply_request_env(self, environ) -> dict[str, str]:
+        """Put the yaml's request limits into ``environ`` where it has none (the workers'
+        ``init_context`` reads them there); returns variable -> origin of what it set."""
+        origins = {}
+        for name, value in self.request_env.items():
+            if not environ.get(name, "").strip():
+                environ[name] = value
+                origins[name] = self.path.name if self.path else name
+        return origins
+
+
+def print_settings(settings: Settings, config: FunctionConfig, max_body: int,
+                   worker_timeout: float, args: argparse.Namespace) -> None:
+    """What serve uses, and where each value came from, on stdout."""
+    yaml_name = config.path.name if config.path else None
+    body_origin = ("--max-body-bytes" if args.max_body_bytes else MAX_BODY_ENV
+                   if os.environ.get(MAX_BODY_ENV, "").strip() else
+                   yaml_name if config.max_body_bytes else "default")
+    timeout_origin = ("--worker-timeout" if args.worker_timeout else
+                      yaml_name if config.worker_timeout else "default")
+    lines = [*settings.describe(), f"max_body_bytes = {max_body} ({body_origin})",
+             f"worker_timeout = {worker_timeout:g} s ({timeout_origin})"]
+    source = f"function yaml {config.path}" if config.path else "no function yaml"
+    print(f"defectcam serve: settings ({source}):", *(f"  {line}" for line in lines),
+          sep="\n", flush=True)
+
+
 def make_logger(level: int = logging.INFO) -> nuclio_sdk.Logger:
     logger = nuclio_sdk.Logger(level, "defectcam")
     logger.set_handler("default", sys.stderr, nuclio_sdk.logger.HumanReadableFormatter())
@@ -153,26 +261,26 @@ def resolve_function_dir(function_dir: Path | None) -> Path:
     )
 
 
-def load_function_module(function_dir: Path, instance: int) -> ModuleType:
-    """A fresh module object for ``function_dir/main.py`` (one per worker, like Nuclio)."""
+def load_function_module(function_dir: Path) -> ModuleType:
+    """``main`` imported as a module from ``function_dir``, as Nuclio's wrapper imports the
+    yaml's ``handler: main:handler``. One module serves every worker: each has its own
+    context, where ``init_context`` keeps its model."""
+    main_file = (function_dir / "main.py").resolve()
     if str(function_dir) not in sys.path:
-        sys.path.insert(0, str(function_dir))  # main.py imports model_handler next to it
-    name = f"defectcam_function_main_{instance}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, function_dir / "main.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {function_dir / 'main.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
+        sys.path.insert(0, str(function_dir))  # main imports model_handler next to it
+    module = importlib.import_module("main")
+    if Path(module.__file__ or "").resolve() != main_file:
+        raise ImportError(f"a module 'main' from {module.__file__} is already loaded, "
+                          f"not {main_file}")
     return module
 
 
 class FunctionWorker:
-    """One handler instance: its own module, Context and ``init_context`` call."""
+    """One handler instance: its own Context and ``init_context`` call."""
 
-    def __init__(self, function_dir: Path, index: int, logger: nuclio_sdk.Logger) -> None:
+    def __init__(self, module: ModuleType, index: int, logger: nuclio_sdk.Logger) -> None:
         self.index = index
-        self.module = load_function_module(function_dir, index)
+        self.module = module
         self.context = nuclio_sdk.Context(
             logger, nuclio_sdk.Platform("local"), worker_id=index, trigger=TRIGGER
         )

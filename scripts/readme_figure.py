@@ -14,14 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.utils.image_io import decode_image
-from defectcam.utils.overlay import draw_proposals, write_rgb
+from defectcam.core.image_io import decode_image
+from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
+from defectcam.core.overlay import draw_proposals, write_rgb
+from defectcam.core.proposer import DefectProposer
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT = 360
-#: CVAT's default threshold of the function (the confidence below which proposals are dropped)
-DEFAULT_MIN_CONFIDENCE = 0.5
+
+
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from defectcam.core.weights import WeightsMetadata  # noqa: E402
 from defectcam.data.crops import ClickCropDataset, CropSet  # noqa: E402
 from defectcam.training import loop  # noqa: E402
-from defectcam.weights import WeightsMetadata  # noqa: E402
 from tests.helpers import crack_crop_batch  # noqa: E402
 
 

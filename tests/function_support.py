@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import io
 import os
 import sys
@@ -13,18 +12,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from defectcam.labels import LABEL_NAMES
-from defectcam.utils.cvat import decode_cvat_mask
-from defectcam.utils.masks import polygon_to_mask
+from defectcam.core.cvat import decode_cvat_mask
+from defectcam.core.labels import LABEL_NAMES
+from defectcam.core.postprocess import polygon_to_mask
 from tests.helpers import save_untrained
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: Head biases of the untrained test weights: confidences near 0.76 (crack), 0.57 (spalling)
+#: and 0.29 (rust) on the test photos, so that the default threshold (0.5) drops the rust
+#: proposals and keeps the others: a face with another default gives another answer.
+HEAD_BIAS = {"crack": 1.0, "rust": -1.0}
+
+
 def write_untrained_weights(directory: Path, tile_size: int = 128, overlap: int = 16) -> Path:
     """One seeded, untrained classifier per label; small tiles keep CPU tests fast."""
     return save_untrained(directory, LABEL_NAMES, tile_size=tile_size, tile_overlap=overlap,
-                          iterations=0, min_area=16)
+                          head_bias=HEAD_BIAS, iterations=0, min_area=16)
 
 
 @contextlib.contextmanager
@@ -42,16 +47,14 @@ def environment(**env: str):
                 os.environ[key] = value
 
 
-def load_main(instance: str = "test"):
-    """``main.py`` by file path, as Nuclio and ``defectcam serve`` load it."""
+def import_main():
+    """``main`` imported as a module from the repository root, as Nuclio and ``defectcam
+    serve`` import it (its state lives in each context, so one module serves every test)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    name = f"defectcam_test_main_{instance}"
-    spec = importlib.util.spec_from_file_location(name, REPO / "main.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    import main
+
+    return main
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG", **save_options) -> str:
@@ -112,32 +115,24 @@ def truncated_jpeg() -> str:
     return base64.b64encode(data[: len(data) * 6 // 10]).decode()
 
 
+#: What the transport (the Nuclio / HTTP face) must refuse before any option is read: the
+#: options' own cases are tests/test_options.py's, once, against the options type.
 BAD_REQUESTS = [
     (None, 400, "empty"),
     ("", 400, "empty"),
     (b"\xff\xfe\x00garbage", 400, "UTF-8"),
     ("{not json", 400, "not valid JSON"),
+    ('{"image": "x', 400, "not valid JSON (Unterminated string starting at: line 1"),
     ([1, 2], 400, "JSON object"),
     ({}, 400, "missing 'image'"),
     ({"image": None}, 400, "missing 'image'"),
     ({"image": 12}, 400, "'image' must be a base64 string"),
     ({"image": ["x"]}, 400, "'image' must be a base64 string"),
     ({"image": "***"}, 400, "base64"),
-    ({"image": base64.b64encode(b"hello, not an image").decode()}, 400, "not a readable image"),
+    ({"image": base64.b64encode(b"hello, not an image").decode()}, 400,
+     "'image' is not a readable image file (19 bytes; expected the base64 of"),
     ({"image": "TRUNCATED"}, 400, "truncated"),
     ({"image": "SMALL", "threshold": "high"}, 400, "'threshold' must be a number"),
-    ({"image": "SMALL", "threshold": True}, 400, "'threshold' must be a number"),
-    ({"image": "SMALL", "threshold": 1.5}, 400, "'threshold' must be in"),
-    ({"image": "SMALL", "iterations": 10**9}, 400, "'iterations' must be between"),
-    ({"image": "SMALL", "iterations": -1}, 400, "'iterations' must be between"),
-    ({"image": "SMALL", "iterations": 1.5}, 400, "'iterations' must be an integer"),
-    ({"image": "SMALL", "iterations": "2"}, 400, "'iterations' must be an integer"),
-    ({"image": "SMALL", "labels": ["crack", "pothole"]}, 400, "unknown label"),
-    ({"image": "SMALL", "labels": "crack"}, 400, "'labels' must be a list"),
-    ({"image": "SMALL", "labels": []}, 400, "'labels' is empty"),
-    ({"image": "SMALL", "output": "rectangle"}, 400, "'output' must be one of"),
-    ({"image": "SMALL", "cam_threshold": 0}, 400, "'cam_threshold' must be in"),
-    ({"image": "SMALL", "screen": "yes"}, 400, "'screen' must be true or false"),
 ]
 
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
-from defectcam.build import build_classifier
-from defectcam.weights import WeightsMetadata, save_weights
+from defectcam.core.model import build_classifier
+from defectcam.core.weights import WeightsMetadata, save_weights
 
 LABELS = ("crack", "spalling", "rust")
 
@@ -51,10 +52,19 @@ def crack_crop_batch(n: int, rng: np.random.Generator, size: int = 48):
     return np.stack(crops), np.array(labels, np.float32)
 
 
-def save_untrained(directory: Path, labels=LABELS, tile_size: int = 128, **meta) -> Path:
-    """One untrained classifier per label (fixed seeds) saved in the real weights format."""
+def save_untrained(directory: Path, labels=LABELS, tile_size: int = 128,
+                   head_bias: dict[str, float] | None = None, **meta) -> Path:
+    """One untrained classifier per label (fixed seeds) saved in the real weights format.
+
+    ``head_bias``: label -> the head's bias, which moves the classifier's probabilities (the
+    proposals' confidences) and leaves its CAMs alone.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     for seed, label in enumerate(labels):
         metadata = WeightsMetadata(label=label, tile_size=tile_size, **meta)
-        save_weights(build_classifier(seed=seed), metadata, directory / f"{label}.safetensors")
+        model = build_classifier(seed=seed)
+        if head_bias and label in head_bias:
+            with torch.no_grad():
+                model.head.bias.fill_(head_bias[label])
+        save_weights(model, metadata, directory / f"{label}.safetensors")
     return directory

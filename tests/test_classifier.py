@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defectcam.build import build_classifier, normalize_batch
-from defectcam.weights import (
+from defectcam.core.model import build_classifier
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import (
     WeightsError,
     WeightsMetadata,
     find_weights,
@@ -55,8 +56,8 @@ def test_free_gradcam_equals_autograd_gradcam(model):
 def test_folded_batchnorm_gives_the_same_maps_and_climb(model):
     """The predictor's inference copy (BatchNorm folded into the convs) computes the same
     logits, CAMs and input gradients, leaves the original untouched and keeps no BatchNorm."""
-    from defectcam.advcam import AdvCAMSettings, advcam_climb
-    from defectcam.modeling import fold_batchnorm
+    from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+    from defectcam.core.model import fold_batchnorm
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)

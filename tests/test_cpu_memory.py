@@ -11,9 +11,9 @@ import pytest
 
 PROBE = """
 import json, resource, torch
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.build import build_classifier
-from defectcam.utils.cpu_memory import keep_large_allocations_in_heap
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.model import build_classifier
+from defectcam.core.cpu_memory import keep_large_allocations_in_heap
 applied = keep_large_allocations_in_heap()
 torch.set_num_threads(1)
 model = build_classifier(seed=0).eval().requires_grad_(False)

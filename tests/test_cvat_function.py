@@ -1,7 +1,8 @@
 """defectcam.cvat_function: the cvat-sdk native function, checked with cvat-sdk/cvat-cli's own code.
 
 Random (untrained) weights propose arbitrary regions: only validity, the settings' effect and
-equality with the Nuclio handler are asserted, never what is detected.
+equality with the Nuclio handler are asserted, never what is detected. The request options'
+own cases are tests/test_options.py's; every face answering alike, tests/test_contract.py's.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from cvat_sdk.core.auth import ClientAuthParameters
 from cvat_sdk.masks import decode_mask, encode_mask
 
 import defectcam.cvat_function as cf
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES
-from defectcam.utils.cvat import decode_cvat_mask
-from defectcam.utils.masks import mask_to_proposals
+from defectcam.config import WEIGHTS_ENV, resolve_weights
+from defectcam.core.cvat import decode_cvat_mask
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
+from defectcam.core.options import ProposeOptions
+from defectcam.feedback import read_log
+from tests.helpers import save_untrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402
@@ -41,8 +45,7 @@ from function_support import (  # noqa: E402
     check_shapes,
     environment,
     file_b64,
-    load_main,
-    write_untrained_weights,
+    import_main,
 )
 
 MODULE = "defectcam.cvat_function"
@@ -85,8 +88,8 @@ def cli_parameters(*items: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return write_untrained_weights(tmp_path_factory.mktemp("weights"))
+def weights(untrained_weights) -> Path:
+    return untrained_weights
 
 
 @pytest.fixture(scope="module")
@@ -134,35 +137,26 @@ def test_cli_parameters_reach_create(weights) -> None:
         "screen=bool:true",
     )
     function = FunctionLoader(MODULE, None, params).load()  # what cvat-cli does with them
-    assert function.settings == cf.FunctionSettings(
-        weights=weights,
-        iterations=2,
-        cam_threshold=0.2,
-        labels=("crack", "rust"),
-        device="cpu",
-        screen=True,
-    )
+    assert function.settings.weights == weights
+    assert function.settings.settings.device == "cpu"
+    assert function.settings.settings.origins["weights"] == "-p"
+    assert function.settings.options == ProposeOptions(
+        iterations=2, cam_threshold=0.2, labels=("crack", "rust"), screen=True)
     assert [(s.id, s.name) for s in function.spec.labels] == [(1, "crack"), (3, "rust")]
-    assert function.settings.propose_options(0.3) == {
-        "min_confidence": 0.3,
-        "labels": ["crack", "rust"],
-        "iterations": 2,
-        "cam_threshold": 0.2,
-        "screen": True,
-    }
+    frame = function.settings.options.for_cvat_frame(0.3, False, "frame_1.jpg")
+    assert (frame.min_confidence, frame.output, frame.name) == (0.3, "mask", "frame_1.jpg")
+    assert frame.propose_kwargs() == {
+        "labels": ["crack", "rust"], "iterations": 2, "cam_threshold": 0.2, "screen": True}
 
 
 def test_no_parameters_uses_env_weights(weights, monkeypatch) -> None:
-    monkeypatch.setenv(cf.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights))
     function = FunctionLoader(MODULE, None, {}).load()
     assert function.settings.weights == weights
-    assert function.settings.propose_options(0.0) == {
-        "min_confidence": 0.0, "labels": None, "iterations": None, "cam_threshold": None,
-        "screen": False,
-    }
+    assert function.settings.options == ProposeOptions()
     assert [s.name for s in function.spec.labels] == list(LABEL_NAMES)
-    monkeypatch.delenv(cf.WEIGHTS_ENV)
-    assert cf.default_weights() == REPO / "weights"
+    monkeypatch.delenv(WEIGHTS_ENV)
+    assert resolve_weights() == REPO / "weights"
 
 
 def test_function_file_route(weights) -> None:
@@ -177,10 +171,11 @@ def test_function_file_route(weights) -> None:
     [
         (["iterations=str:2"], "-p iterations=int:"),
         (["iterations=bool:true"], "must be given as int"),
-        (["iterations=int:99"], "within 0..32"),
-        (["cam_threshold=float:1.5"], "(0, 1)"),
-        (["labels=str:crack,dust"], "unknown label(s) ['dust']"),
-        (["labels=str: , "], "'labels' is empty"),
+        (["iterations=int:99"], "parameter 'iterations' must be between 0 and 32, got 99"),
+        (["cam_threshold=float:1.5"], "parameter 'cam_threshold' must be in (0, 1)"),
+        (["labels=str:crack,dust"], "unknown label(s) ['dust'] in parameter 'labels'"),
+        (["labels=str: , "], "parameter 'labels' is empty"),
+        (["precision=str:fp8"], "parameter 'precision' must be one of"),
         (["screen=str:yes"], "-p screen=bool:"),
         (["iteration=int:2"], "unknown parameter(s) ['iteration']"),
         (["weights=str:/nonexistent/defectcam"], "pass -p weights=str:DIR"),
@@ -194,9 +189,7 @@ def test_bad_parameters_say_what_is_wrong(weights, items, message) -> None:
 
 
 def test_labels_missing_from_weights(tmp_path) -> None:
-    only_crack = write_untrained_weights(tmp_path / "all")
-    (only_crack / "rust.safetensors").unlink()
-    (only_crack / "rust.json").unlink()
+    only_crack = save_untrained(tmp_path / "crack", ("crack",))
     with pytest.raises(cf.FunctionParameterError, match=r"\['rust'\] were asked for"):
         cf.create(weights=str(only_crack), labels="crack,rust")
 
@@ -204,43 +197,15 @@ def test_labels_missing_from_weights(tmp_path) -> None:
 # --- masks and polygons (known proposals, no model) --------------------------------------------
 
 
-class _FixedProposer:
-    """Stands in for DefectProposer: known proposals, filtered as propose() filters them."""
-
-    labels = LABEL_NAMES
-
-    def __init__(self) -> None:
-        mask = np.zeros((60, 80), bool)
-        mask[5:25, 10:30] = True
-        mask[12:16, 15:20] = False  # a hole: must survive the round trip
-        mask[40:42, 30:75] = True  # a thin crack
-        mask[50:60, 0:3] = True  # touches the image border (bottom-left)
-        mask[50, 79] = True  # a lone pixel in the last column
-        self.proposals = mask_to_proposals(mask, "crack", min_area=1)
-        for p, label, confidence in zip(
-            self.proposals,
-            ("crack", "spalling", "rust", "crack"),
-            (0.9, 0.6, 0.4, 0.2),
-            strict=True,
-        ):
-            p.label, p.confidence = label, confidence
-        self.calls: list[dict] = []
-
-    def propose(self, image, min_confidence=0.0, **options):
-        self.calls.append({"min_confidence": min_confidence, **options})
-        return [p for p in self.proposals if p.confidence >= min_confidence]
-
-
 @pytest.fixture
-def fixed(monkeypatch, weights):
-    proposer = _FixedProposer()
-    monkeypatch.setattr(cf, "load_proposer", lambda weights, device: proposer)
-    return cf.create(weights=str(weights)), proposer
+def fixed(monkeypatch, weights, fixed_service, fixed_proposer):
+    monkeypatch.setattr(cf, "load_service", lambda settings: fixed_service)
+    return cf.create(weights=str(weights)), fixed_proposer
 
 
 def test_masks_decode_to_the_proposals_pixels(fixed) -> None:
     function, proposer = fixed
-    shapes = function.detect(context(), PIL.Image.new("RGB", (80, 60)))
+    shapes = function.detect(context(0.0), PIL.Image.new("RGB", (80, 60)))
     assert [s.type.value for s in shapes] == ["mask"] * 4
     for shape, proposal in zip(shapes, proposer.proposals, strict=True):
         assert NAME_OF_ID[shape.label_id] == proposal.label
@@ -255,7 +220,7 @@ def test_masks_decode_to_the_proposals_pixels(fixed) -> None:
 
 def test_polygons_when_asked(fixed) -> None:
     function, proposer = fixed
-    shapes = function.detect(context(conv_mask_to_poly=True), PIL.Image.new("RGB", (80, 60)))
+    shapes = function.detect(context(0.0, True), PIL.Image.new("RGB", (80, 60)))
     assert [s.type.value for s in shapes] == ["polygon"] * 4
     for shape, proposal in zip(shapes, proposer.proposals, strict=True):
         expected = np.round(proposal.polygon.reshape(-1), 2)
@@ -265,13 +230,14 @@ def test_polygons_when_asked(fixed) -> None:
 
 
 @pytest.mark.parametrize(
-    ("conf", "kept"), [(None, 4), (0.0, 4), (0.4, 3), (0.5, 2), (0.9, 1), (1.0, 0)]
+    ("conf", "kept"), [(None, 2), (0.0, 4), (0.4, 3), (0.5, 2), (0.9, 1), (1.0, 0)]
 )
-def test_conf_threshold_reaches_the_proposer(fixed, conf, kept) -> None:
+def test_conf_threshold_filters_like_the_nuclio_threshold(fixed, conf, kept) -> None:
+    """``conf_threshold`` is the Nuclio ``threshold``: none sent means the same 0.5."""
     function, proposer = fixed
     shapes = function.detect(context(conf), PIL.Image.new("RGB", (80, 60)))
     assert len(shapes) == kept
-    assert proposer.calls[-1]["min_confidence"] == (0.0 if conf is None else conf)
+    assert len(proposer.calls) == 1
 
 
 def test_detect_converts_the_frame_to_rgb(fixed) -> None:
@@ -282,12 +248,11 @@ def test_detect_converts_the_frame_to_rgb(fixed) -> None:
     assert rgb.shape == (9, 8, 3) and rgb.dtype == np.uint8 and (rgb == 200).all()
 
 
-def test_module_is_a_function_itself(monkeypatch, weights) -> None:
+def test_module_is_a_function_itself(monkeypatch, weights, fixed_service) -> None:
     """Without create(): module-level spec + detect (cvataa.annotate_task(client, task, module))."""
-    proposer = _FixedProposer()
-    monkeypatch.setattr(cf, "load_proposer", lambda weights, device: proposer)
+    monkeypatch.setattr(cf, "load_service", lambda settings: fixed_service)
     monkeypatch.setattr(cf, "_module_function", None)
-    monkeypatch.setenv(cf.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights))
     shapes = cf.detect(context(0.5, True), PIL.Image.new("RGB", (80, 60)))
     assert len(shapes) == 2
     validate_with_driver(cf, shapes, "any", conv_mask_to_poly=True)
@@ -328,7 +293,8 @@ def proposals(function, photo):
     """The real proposer's own proposals for the photo (for their confidences)."""
     with PIL.Image.open(photo) as image:
         rgb = cf.pil_to_rgb(image)
-    return function.proposer.propose(rgb, **function.settings.propose_options(0.0))
+    options = function.settings.options.for_cvat_frame(0.0, False, None)
+    return function.service.proposer.propose_detailed(rgb, **options.propose_kwargs()).proposals
 
 
 def test_real_photo_conf_threshold(detections, proposals) -> None:
@@ -343,11 +309,24 @@ def test_real_photo_conf_threshold(detections, proposals) -> None:
     assert 0 < len(detections(middle)) == expected < len(everything)
 
 
+def test_every_frame_is_in_the_interaction_log(monkeypatch, tmp_path, weights, photo) -> None:
+    """The cvat-sdk face logs through the same service as Nuclio, the frame's name as the
+    file name (cvat-sdk hands pixels, not the file)."""
+    monkeypatch.setenv("DEFECTCAM_LOG_DB", str(tmp_path / "log.sqlite"))
+    function = cf.create(weights=str(weights), **LOOSE)
+    with PIL.Image.open(photo) as image:
+        shapes = function.detect(context(0.0), image)
+    (request,) = read_log(tmp_path / "log.sqlite")
+    assert request.file_name == "frame.jpg" and request.params["face"] == "cvat-sdk"
+    assert request.params["output"] == "mask" and request.params["min_confidence"] == 0.0
+    assert len(request.proposals) == len(shapes)
+
+
 @pytest.fixture(scope="module")
 def nuclio_handler(weights):
     """main.handler (the Nuclio face) on the same weights, through nuclio_sdk's test platform."""
     with environment(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu"):
-        main = load_main("cvat_function_tests")
+        main = import_main()
         platform = nuclio_sdk.test.Platform()
 
         def call(body: dict):
@@ -466,7 +445,7 @@ def test_cvat_cli_task_auto_annotate(monkeypatch, weights, photo) -> None:
         ],
     )
     assert seen["task_id"] == 7 and seen["conf_threshold"] == 0.0
-    assert seen["function"].settings.iterations == 0
+    assert seen["function"].settings.options.iterations == 0
     assert all(s.type.value == "polygon" for s in seen["shapes"])
     assert {s.label_id for s in seen["shapes"]} <= {100}  # the task's id of "crack"
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from defectcam.core.cvat import (
+    cvat_rle_to_mask,
+    encode_sdk_mask,
+    mask_runs,
+    mask_to_cvat_rle,
+    runs_to_mask,
+)
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
     CvatImage,
     CvatShape,
     clicks_from_annotations,
-    cvat_rle_to_mask,
     defect_labels,
-    mask_to_cvat_rle,
     read_cvat_xml,
     write_cvat_xml,
 )
@@ -205,7 +210,7 @@ def test_bad_rle_is_a_clear_error(tmp_path):
         read_cvat_xml(path)
 
 
-def test_rle_round_trip_and_matches_cvat_sdk():
+def test_every_run_length_codec_round_trips_and_matches_cvat_sdk():
     rng = np.random.default_rng(3)
     for shape in [(1, 1), (3, 4), (17, 9), (40, 33)]:
         for density in (0.0, 0.3, 1.0):
@@ -214,6 +219,8 @@ def test_rle_round_trip_and_matches_cvat_sdk():
             assert sum(rle) == mask.size and all(v >= 0 for v in rle)
             assert (rle[0] == 0) == bool(mask.flat[0])  # counts start with background
             np.testing.assert_array_equal(cvat_rle_to_mask(rle, shape[1], shape[0]), mask)
+            # the interaction log's BLOB holds the same runs
+            np.testing.assert_array_equal(runs_to_mask(mask_runs(mask), shape[1], shape[0]), mask)
     masks = pytest.importorskip("cvat_sdk.masks")
     full = np.zeros((30, 40), dtype=bool)
     full[5:12, 7:20] = rng.random((7, 13)) < 0.5
@@ -221,6 +228,7 @@ def test_rle_round_trip_and_matches_cvat_sdk():
     encoded = masks.encode_mask(full, bbox=[7, 5, 20, 12])
     assert encoded[:-4] == mask_to_cvat_rle(full[5:12, 7:20])
     assert encoded[-4:] == [7, 5, 19, 11]
+    assert encode_sdk_mask(full[5:12, 7:20], (7, 5, 19, 11)) == encoded
 
 
 def test_writer_round_trip_and_looks_like_cvat(export, tmp_path):

@@ -121,7 +121,7 @@ def test_defectcam_train_under_torchrun(tmp_path: Path) -> None:
     summaries = [line for line in result.stdout.splitlines() if line.startswith('{"weights"')]
     assert len(summaries) == 1, result.stdout  # rank 0 only
     summary = json.loads(summaries[0])
-    from defectcam.weights import load_weights
+    from defectcam.core.weights import load_weights
 
     model, meta = load_weights(out / "crack.safetensors")  # checksum matches: one writer
     assert meta.cam_scale == pytest.approx(summary["cam_scale"], abs=1e-4)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from defectcam.device import DeviceError, resolve_device
-from defectcam.predictor import pick_device
-from tests.function_support import environment, load_main
+from defectcam.core.device import DeviceError, resolve_device
+from defectcam.core.predictor import pick_device
+from tests.function_support import environment, import_main
 
 REPO = Path(__file__).resolve().parents[1]
 NO_GPU = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -98,7 +98,7 @@ def test_serve_names_the_environment_variable(tmp_path: Path) -> None:
 
 
 def test_nuclio_init_context_names_the_environment_variable() -> None:
-    main = load_main("device")
+    main = import_main()
 
     class Context:  # init_context must fail before it touches the context
         logger = None
@@ -115,4 +115,4 @@ def test_cvat_function_parameter() -> None:
 
     with pytest.raises(FunctionParameterError, match=r"^-p device=cuda:99: "):
         parse_settings(device="cuda:99")
-    assert parse_settings(device="cpu").device == "cpu"
+    assert parse_settings(device="cpu").settings.device == "cpu"

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.build import normalize_batch
-from defectcam.predictor import DefectMapPredictor
-from defectcam.utils.amg import TileGrid, tile_starts
-from defectcam.weights import WeightsMetadata
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.model import INPUT_MULTIPLE
+from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.proposer import DefectProposer
+from defectcam.core.tiling import TileGrid, tile_starts
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata
 from tests.helpers import concrete_texture, draw_crack
 
 
@@ -38,17 +39,17 @@ def crack_tiles(n: int = 4, size: int = 48):
 def test_tile_layout_covers_the_image_and_blends_to_one():
     assert tile_starts(1000, 512, 128) == [0, 384, 488]
     assert tile_starts(300, 512, 128) == [0]
-    grid = TileGrid.build(1000, 700, 512, 128, feather=16)
+    grid = TileGrid.build(1000, 700, 512, 128, multiple=INPUT_MULTIPLE, feather=16)
     total = np.zeros((1000, 700))
     for i, j in grid.tiles():
         ys, xs = grid.window(i, j)
         h, w = ys.stop - ys.start, xs.stop - xs.start
         total[ys, xs] += grid.wy[i][:h, None] * grid.wx[j][None, :w]
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
-    small = TileGrid.build(37, 50, 512, 128)
+    small = TileGrid.build(37, 50, 512, 128, multiple=INPUT_MULTIPLE)
     assert (small.tile_h, small.tile_w, len(small)) == (40, 56, 1)  # padded to multiples of 8
     with pytest.raises(ValueError, match="multiple of 8"):
-        TileGrid.build(100, 100, 100, 16)
+        TileGrid.build(100, 100, 100, 16, multiple=INPUT_MULTIPLE)
 
 
 def test_t0_returns_exactly_the_cam(fitted_crack_model):
@@ -100,7 +101,8 @@ def test_tiled_map_equals_whole_image_map(fitted_crack_model):
     def raw_map(tile: int, overlap: int, feather: int = 16) -> tuple[np.ndarray, int]:
         meta = WeightsMetadata(label="crack", tile_size=tile, tile_overlap=overlap)
         predictor = DefectMapPredictor(fitted_crack_model, meta, "cpu")
-        grid = TileGrid.build(*image.shape[:2], tile, overlap, min(feather, overlap))
+        grid = TileGrid.build(*image.shape[:2], tile, overlap, multiple=INPUT_MULTIPLE,
+                              feather=min(feather, overlap))
         result = predictor.predict(image, iterations=0)
         return result.cam_map * result.normaliser, len(grid)
 
@@ -135,7 +137,8 @@ def test_proposer_validates_requests(fitted_crack_model):
     meta = WeightsMetadata(label="crack", tile_size=64)
     proposer = DefectProposer([DefectMapPredictor(fitted_crack_model, meta, "cpu")])
     image = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(ValueError, match="unknown labels"):
+    with pytest.raises(ValueError, match=r"unknown label\(s\) \['rust'\] in labels; this function "
+                       r"knows \['crack'\]"):
         proposer.propose(image, labels=["rust"])
     with pytest.raises(ValueError, match="iterations"):
         proposer.propose(image, iterations=1000)

@@ -157,8 +157,8 @@ def test_evaluate_rejects_inconsistent_options(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def untrained_weights(tmp_path_factory) -> Path:
-    from defectcam.build import build_classifier
-    from defectcam.weights import WeightsMetadata, save_weights
+    from defectcam.core.model import build_classifier
+    from defectcam.core.weights import WeightsMetadata, save_weights
 
     folder = tmp_path_factory.mktemp("weights")
     # One 544x384 tile per deepcrack image keeps the run to one forward per image and setting.
@@ -170,7 +170,7 @@ def untrained_weights(tmp_path_factory) -> Path:
 
 def test_end_to_end_on_two_real_images(shared_data: Path, untrained_weights: Path,
                                        tmp_path: Path) -> None:
-    from defectcam.automatic_mask_generator import DefectProposer
+    from defectcam.core.proposer import DefectProposer
 
     out = tmp_path / "eval"
     argv = ["evaluate", "--weights", str(untrained_weights), "--defect", "crack",

@@ -20,9 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from defectcam.build import build_classifier, normalize_batch
 from defectcam.cli import main as cli
-from defectcam.commands.feedback import cvat_connection
+from defectcam.core.model import build_classifier
+from defectcam.core.postprocess import mask_to_polygon, polygon_to_mask
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
     CvatImage,
@@ -32,13 +34,12 @@ from defectcam.data.cvat_xml import (
     shape_clicks,
     write_cvat_xml,
 )
+from defectcam.feedback.cvat_client import cvat_connection
 from defectcam.feedback.log import ProposalLog, log_proposals, read_log
 from defectcam.feedback.match import match_feedback, shape_region
-from defectcam.utils.masks import mask_to_polygon, polygon_to_mask
-from defectcam.weights import WeightsMetadata, load_weights, read_metadata, save_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from function_support import file_b64, load_main  # noqa: E402
+from function_support import file_b64, import_main  # noqa: E402
 
 IMAGES = ("2022_10.jpg", "2022_100.jpg", "2022_1000.jpg", "2022_1001.jpg")  # 224x224
 REQUEST = {"threshold": 0.0, "cam_threshold": 0.05, "iterations": 0}
@@ -70,7 +71,7 @@ def round_one(shared_data, weights, tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("DEFECTCAM_WEIGHTS", "DEFECTCAM_DEVICE")}
     os.environ.update(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu")
     try:
-        main = load_main("feedback_round")
+        main = import_main()
         platform = nuclio_sdk.test.Platform()
         platform.call_handler(main.handler, nuclio_sdk.Event(body={}))  # init_context
     finally:
@@ -279,7 +280,7 @@ def test_relabelled_and_merged_proposals(tmp_path):
     (decision,) = match.decisions
     assert decision.decision == "rejected" and decision.label == "crack"
     assert [(m.label, m.source) for m in match.missed] == [("spalling", "semi-auto")]
-    from defectcam.commands.feedback import feedback_clicks
+    from defectcam.feedback.clicks import feedback_clicks
 
     clicks, provenance = feedback_clicks(match, min_distance=8)
     labels = [s.label for s in clicks.images[0].shapes]

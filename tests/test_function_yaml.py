@@ -6,18 +6,14 @@ from __future__ import annotations
 import ast
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from defectcam.automatic_mask_generator import MAX_ITERATIONS
-from defectcam.labels import DEFECT_LABELS, LABEL_NAMES, cvat_spec
-from defectcam.serve import DEFAULT_MAX_BODY_BYTES
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from function_support import load_main  # noqa: E402
+from defectcam.config import DEFAULT_MAX_BODY_BYTES, REQUEST_ENV, Settings
+from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES, cvat_spec
+from defectcam.core.options import MAX_ITERATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = {
@@ -29,13 +25,12 @@ FILES = {
 GPU_KINDS = ("gpu", "kube")
 #: What function-kube.yaml may change in function-gpu.yaml's spec: scaling and scheduling.
 KUBE_ONLY = {"minReplicas", "maxReplicas", "readinessTimeoutSeconds"}
+#: What the yaml files may set: the worker's settings (defectcam/config.py).
 KNOWN_ENV = {
     "DEFECTCAM_WEIGHTS",
     "DEFECTCAM_DEVICE",
     "DEFECTCAM_PRECISION",
-    "DEFECTCAM_MAX_PIXELS",
-    "DEFECTCAM_MAX_ITERATIONS",
-    "DEFECTCAM_CONFIDENCE_THRESHOLD",
+    *REQUEST_ENV,
     "DEFECTCAM_LOG_DB",
 }
 #: Base64 of a 5120 x 5120 RGB PNG of noise (incompressible): 4/3 of 3 bytes per pixel.
@@ -150,8 +145,10 @@ def test_env_is_valid_for_the_handler(config, monkeypatch: pytest.MonkeyPatch) -
     assert 4096 * 4096 <= int(env["DEFECTCAM_MAX_PIXELS"])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = load_main("yaml_env").Settings.from_env()  # raises on an invalid value
+    settings = Settings.from_env()  # what init_context does; raises on an invalid value
     assert settings.max_pixels == int(env["DEFECTCAM_MAX_PIXELS"])
+    assert settings.max_iterations == int(env["DEFECTCAM_MAX_ITERATIONS"])
+    assert settings.min_confidence == float(env["DEFECTCAM_CONFIDENCE_THRESHOLD"])
 
 
 @pytest.mark.parametrize("name", ["function.yaml", "function-gpu.yaml", "function-kube.yaml"])

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from defectcam.utils.image_io import (
-    MAX_PIXELS_ENV,
+from defectcam.core.image_io import (
     ImageInputError,
     decode_base64,
     decode_base64_image,
     decode_image,
-    max_pixels_from_env,
 )
 
 
@@ -151,8 +149,9 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     with pytest.raises(ImageInputError, match="too large") as info:
         decode_image(_png_header_only(8_000, 8_000), max_pixels=50_000_000)
     assert info.value.status == 413
-    with pytest.raises(ImageInputError, match=MAX_PIXELS_ENV):
-        decode_image(_bytes(Image.new("RGB", (100, 100))), max_pixels=9_999)
+    with pytest.raises(ImageInputError, match=r"limit is 9999 pixels \(set by --max-pixels\)"):
+        decode_image(_bytes(Image.new("RGB", (100, 100))), max_pixels=9_999,
+                     limit_name="--max-pixels")
 
 
 def test_pillow_bomb_guard_maps_to_413() -> None:
@@ -162,12 +161,15 @@ def test_pillow_bomb_guard_maps_to_413() -> None:
     assert info.value.status == 413
 
 
-def test_max_pixels_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MAX_PIXELS_ENV, raising=False)
-    assert max_pixels_from_env(123) == 123
-    monkeypatch.setenv(MAX_PIXELS_ENV, "2500")
-    assert max_pixels_from_env() == 2500
-    for bad in ("lots", "-5", "0"):
-        monkeypatch.setenv(MAX_PIXELS_ENV, bad)
-        with pytest.raises(ValueError, match=MAX_PIXELS_ENV):
-            max_pixels_from_env()
+def test_messages_speak_of_the_file_or_of_the_base64() -> None:
+    """The command line names the file; a request's 'image' is base64 (issue 14.5)."""
+    text = b"just some notes, renamed to photo.jpg"
+    with pytest.raises(ImageInputError) as from_file:
+        decode_image(text, name="photo.jpg")
+    assert from_file.value.message.startswith("photo.jpg is not a readable image file")
+    assert "base64" not in from_file.value.message
+    assert "expected a JPEG or PNG file" in from_file.value.message
+    with pytest.raises(ImageInputError) as from_request:
+        decode_image(text)
+    assert from_request.value.message.startswith("'image' is not a readable image file")
+    assert "expected the base64 of a JPEG or PNG file" in from_request.value.message

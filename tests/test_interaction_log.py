@@ -13,16 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defectcam.feedback.log import (
-    LOG_DB_ENV,
-    SCHEMA_VERSION,
-    ProposalLog,
-    log_path_from_env,
-    log_proposals,
-    read_log,
-)
-from defectcam.utils.cvat import proposal_to_cvat_shape
-from defectcam.utils.masks import mask_to_proposals
+from defectcam.config import LOG_DB_ENV
+from defectcam.config import log_path as log_path_from_env
+from defectcam.core.cvat import proposal_to_cvat_shape
+from defectcam.core.postprocess import mask_to_proposals
+from defectcam.feedback.log import SCHEMA_VERSION, ProposalLog, log_proposals, read_log
 
 SHA = "ab" * 32
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from defectcam.core.postprocess import mask_to_proposals
 from defectcam.evaluation import (
     AnnotatorModel,
     Eq3Groups,
@@ -23,7 +24,6 @@ from defectcam.evaluation import (
     summarize,
     threshold_sweep,
 )
-from defectcam.utils.masks import mask_to_proposals
 
 H = W = 40
 STRICT = MatchRule(tolerance_px=0)

@@ -1,9 +1,12 @@
-"""main.handler through nuclio_sdk's own test platform, on real photos and bad input."""
+"""main.handler through nuclio_sdk's own test platform: real photos, the transport's bad input,
+error codes and logs. The request options are tests/test_options.py's and the contract table's
+(tests/test_contract.py)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -17,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectcam.utils.masks import mask_to_proposals
+from defectcam.feedback import read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402
@@ -27,20 +30,19 @@ from function_support import (  # noqa: E402
     encode_image,
     environment,
     file_b64,
-    load_main,
+    import_main,
     materialise,
     small_png,
-    write_untrained_weights,
 )
 
 
 @pytest.fixture(scope="module")
-def function(tmp_path_factory):
+def function(tmp_path_factory, untrained_weights):
     """(main module, platform) with init_context run once on seeded untrained weights."""
-    weights = write_untrained_weights(tmp_path_factory.mktemp("weights"))
-    with environment(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_DEVICE="cpu",
-                     DEFECTCAM_MAX_PIXELS="4000000"):
-        main = load_main("handler_tests")
+    log_db = tmp_path_factory.mktemp("log") / "log.sqlite"
+    with environment(DEFECTCAM_WEIGHTS=str(untrained_weights), DEFECTCAM_DEVICE="cpu",
+                     DEFECTCAM_MAX_PIXELS="4000000", DEFECTCAM_LOG_DB=str(log_db)):
+        main = import_main()
         platform = nuclio_sdk.test.Platform()
         platform.call_handler(main.handler, nuclio_sdk.Event(body={}))  # runs init_context
         yield main, platform
@@ -135,11 +137,12 @@ def test_bad_input_is_a_4xx_naming_the_problem(function, body, status, needle) -
 
 
 def test_pixel_limit_gives_413_and_worker_keeps_serving(function) -> None:
-    settings = context_of(function).user_data.settings
+    settings = context_of(function).user_data.model.settings
     side = int(settings.max_pixels**0.5) + 8
     header = Image.new("L", (side, side))  # zeros compress to a tiny PNG
     status, payload = call(function, {"image": encode_image(header)})
     assert status == 413 and "too large" in payload["error"]
+    assert "DEFECTCAM_MAX_PIXELS" in payload["error"] and payload["key"] == "image"
     status, shapes = call(function, {"image": small_png(), "iterations": 0})
     assert status == 200 and isinstance(shapes, list)
 
@@ -159,22 +162,38 @@ def captured_log(function):
 
 
 def test_server_error_is_short_and_logged(function) -> None:
-    model = context_of(function).user_data.model
-    original = model.infer
+    proposer = context_of(function).user_data.model.service.proposer
+    original = proposer.propose_detailed
 
     def broken(*args, **kwargs):
         raise RuntimeError("weights exploded")
 
-    model.infer = broken
+    proposer.propose_detailed = broken
     try:
         with captured_log(function) as log:
             status, payload = call(function, {"image": small_png()})
     finally:
-        model.infer = original
+        proposer.propose_detailed = original
     assert status == 500
     assert "RuntimeError" in payload["error"] and "Traceback" not in payload["error"]
     assert "weights exploded" not in payload["error"]
     assert "Traceback" in log.getvalue() and "weights exploded" in log.getvalue()
+
+
+def test_out_of_memory_is_503(function) -> None:
+    proposer = context_of(function).user_data.model.service.proposer
+    original = proposer.propose_detailed
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    proposer.propose_detailed = exhausted
+    try:
+        status, payload = call(function, {"image": small_png()})
+    finally:
+        proposer.propose_detailed = original
+    assert status == 503 and "out of memory" in payload["error"]
+    assert call(function, {"image": small_png()})[0] == 200  # the worker goes on
 
 
 def test_client_errors_log_no_traceback(function) -> None:
@@ -186,16 +205,15 @@ def test_client_errors_log_no_traceback(function) -> None:
 
 
 def test_exif_rotated_photo_reaches_the_model_upright(function) -> None:
-    context = context_of(function)
-    model = context.user_data.model
+    proposer = context_of(function).user_data.model.service.proposer
     seen = []
-    original = model.proposer.propose
+    original = proposer.propose_detailed
 
     def recording(image, **kwargs):
         seen.append(image.shape)
         return original(image, **kwargs)
 
-    model.proposer.propose = recording
+    proposer.propose_detailed = recording
     try:
         image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 64, 3), np.uint8))
         exif = image.getexif()
@@ -205,40 +223,43 @@ def test_exif_rotated_photo_reaches_the_model_upright(function) -> None:
         body = {"image": base64.b64encode(buffer.getvalue()).decode(), **LOOSE}
         status, shapes = call(function, body)
     finally:
-        model.proposer.propose = original
+        proposer.propose_detailed = original
     assert status == 200 and seen == [(64, 40, 3)]
     check_shapes(shapes, 40, 64)
 
 
-class _FixedProposer:
-    """Stands in for DefectProposer with proposals from a known mask."""
+def test_every_answer_is_in_the_interaction_log(function) -> None:
+    """The handler logs through the service: file hash, size, options, the very shapes."""
+    image = small_png()
+    status, shapes = call(function, {"image": image, "name": "frame_7.png", **LOOSE})
+    assert status == 200
+    log_db = context_of(function).user_data.model.settings.log_db
+    request = [r for r in read_log(log_db) if r.file_name == "frame_7.png"][-1]
+    assert request.image_sha256 == hashlib.sha256(base64.b64decode(image)).hexdigest()
+    assert (request.width, request.height) == (64, 48)
+    assert request.params["face"] == "nuclio" and request.params["min_confidence"] == 0.0
+    assert [p.label for p in request.proposals] == [s["label"] for s in shapes]
 
-    labels = ("crack", "spalling", "rust")
 
-    def __init__(self) -> None:
-        mask = np.zeros((60, 80), bool)
-        mask[10:30, 5:25] = True
-        mask[15:20, 10:15] = False  # a hole: the polygon covers it, the mask does not
-        mask[40:42, 30:75] = True  # a thin crack
-        mask[50, 2] = True  # a lone pixel: the polygon is its pixel square
-        self.proposals = mask_to_proposals(mask, "crack", min_area=1)
-        for p, confidence in zip(self.proposals, (0.9, 0.6, 0.2), strict=False):
-            p.confidence = confidence
+def _fixed_handler(fixed_service):
+    from model_handler import ModelHandler
 
-    def propose(self, image, min_confidence=0.0, **kwargs):
-        return [p for p in self.proposals if p.confidence >= min_confidence]
+    handler = ModelHandler.__new__(ModelHandler)  # no weights: the fixed proposer's service
+    handler.service, handler.labels = fixed_service, fixed_service.labels
+    handler.settings = fixed_service.settings
+    return handler
 
 
 @pytest.mark.parametrize("output", ["polygon", "mask"])
-def test_model_handler_shapes_follow_the_contract(output: str) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from model_handler import ModelHandler
-
-    handler = ModelHandler.__new__(ModelHandler)
-    handler.proposer, handler.labels = _FixedProposer(), _FixedProposer.labels
-    shapes = handler.infer(np.zeros((60, 80, 3), np.uint8), threshold=0.0, output=output)
-    assert len(shapes) == 3
-    check_shapes(shapes, 80, 60, output)
+def test_model_handler_shapes_follow_the_contract(fixed_service, fixed_proposer,
+                                                  output: str) -> None:
+    import_main()  # puts model_handler on the path
+    handler = _fixed_handler(fixed_service)
+    frame = encode_image(Image.new("RGB", (fixed_proposer.width, fixed_proposer.height)))
+    shapes = handler.infer({"image": frame, "threshold": 0.0, "output": output})
+    assert len(shapes) == 4
+    check_shapes(shapes, fixed_proposer.width, fixed_proposer.height, output)
     assert all(isinstance(s["confidence"], str) for s in shapes)
-    kept = handler.infer(np.zeros((60, 80, 3), np.uint8), threshold=0.5, output=output)
+    # No threshold: the contract's default, 0.5 (what CVAT gets when it sends none).
+    kept = handler.infer({"image": frame, "output": output})
     assert sorted(float(s["confidence"]) for s in kept) == [0.6, 0.9]

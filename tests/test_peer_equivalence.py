@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.build import normalize_batch
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.transforms import normalize_batch
 from tests.conftest import REPO
 from tests.helpers import concrete_texture, draw_crack
 

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
-from defectcam.utils.cvat import (
+from defectcam.core.cvat import (
     decode_cvat_mask,
     encode_cvat_mask,
     proposal_to_cvat_shape,
     proposals_to_cvat_shapes,
 )
-from defectcam.utils.masks import (
+from defectcam.core.postprocess import (
     binarize_map,
     close_mask,
     mask_to_polygon,

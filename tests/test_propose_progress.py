@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from defectcam.cli import main
-from defectcam.utils.amg import TileGrid
+from defectcam.core.model import INPUT_MULTIPLE
+from defectcam.core.tiling import TileGrid
 from tests.helpers import save_untrained
 
 
@@ -30,7 +31,7 @@ def test_progress_per_image_and_per_tile(tmp_path: Path, capsys) -> None:
     # ... one bar per image over the tiles of every defect (the grid's tile count; the bar is
     # cleared when the image is done, and tqdm redraws at most 10 times a second) ...
     for name, (h, w) in (("first.png", (96, 150)), ("second.png", (70, 64))):
-        tiles = 2 * len(TileGrid.build(h, w, 64, 16))
+        tiles = 2 * len(TileGrid.build(h, w, 64, 16, multiple=INPUT_MULTIPLE))
         assert re.search(rf"{re.escape(name)}: +\d+%.*\| \d+/{tiles} .*tile/s", err), (name, err)
         # ... and a line per finished image with its time (on stdout, with the results).
         assert re.search(rf"{re.escape(name)}: {w}x{h}, \d+ proposals .* in \d+\.\d s",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.utils.cvat import decode_cvat_mask, proposals_to_cvat_shapes
-from defectcam.utils.image_io import decode_image
+from defectcam.core.cvat import decode_cvat_mask, proposals_to_cvat_shapes
+from defectcam.core.image_io import decode_image
+from defectcam.core.proposer import DefectProposer
 from tests.helpers import save_untrained
 
 PHOTOS = {

@@ -1,4 +1,5 @@
-"""``defectcam serve`` in a subprocess: real HTTP, real photos, bad input, concurrency."""
+"""``defectcam serve`` in a subprocess: real HTTP, real photos, the transport's bad input,
+concurrency, and the function yaml's settings (the server is conftest's ``http_server``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import base64
 import concurrent.futures
 import http.client
 import json
-import os
-import re
 import subprocess
 import sys
 import time
@@ -15,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+
+from defectcam.feedback import read_log
+from tests.conftest import SERVER_MAX_BODY, SERVER_MAX_PIXELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import (  # noqa: E402
@@ -26,65 +29,18 @@ from function_support import (  # noqa: E402
     encode_image,
     file_b64,
     materialise,
-    write_untrained_weights,
 )
-
-MAX_BODY = 3_000_000
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(host, port, stderr log path) of a 2-worker server on a free loopback port."""
-    tmp = tmp_path_factory.mktemp("serve")
-    weights = write_untrained_weights(tmp / "weights")
-    env = {
-        **os.environ,
-        "DEFECTCAM_WEIGHTS": str(weights),
-        "DEFECTCAM_DEVICE": "cpu",
-        "DEFECTCAM_MAX_PIXELS": "4000000",
-    }
-    log = tmp / "stderr.log"
-    command = [
-        sys.executable,
-        "-m",
-        "defectcam.serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--workers",
-        "2",
-        "--function-dir",
-        str(REPO),
-        "--max-body-bytes",
-        str(MAX_BODY),
-        "--worker-timeout",
-        "120",
-    ]
-    with open(log, "wb") as err:
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=err, env=env, cwd=tmp, text=True
-        )
-    try:
-        line = process.stdout.readline()  # printed once every worker ran init_context
-        match = re.search(r"http://([\d.]+):(\d+)", line)
-        if not match:
-            process.kill()
-            pytest.fail(f"server did not start: {line!r}\n{log.read_text()}")
-        yield match.group(1), int(match.group(2)), log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def server(http_server):
+    return http_server
 
 
 def post(
     server, body: bytes | str | dict, content_type: str = "application/json", method: str = "POST"
 ):
-    host, port, _ = server
+    host, port = server.host, server.port
     if isinstance(body, dict) or isinstance(body, list) or body is None:
         body = json.dumps(body)
     payload = body.encode() if isinstance(body, str) else body
@@ -151,12 +107,13 @@ def test_invalid_json_with_json_content_type(server) -> None:
 
 
 def test_pixel_limit_over_http(server) -> None:
-    status, payload = post_json(server, {"image": encode_image(Image.new("L", (2100, 2100)))})
+    side = int(SERVER_MAX_PIXELS**0.5) + 100
+    status, payload = post_json(server, {"image": encode_image(Image.new("L", (side, side)))})
     assert status == 413 and "too large" in payload["error"]
 
 
 def test_body_over_limit_is_413(server) -> None:
-    status, payload = post_json(server, b"x" * (MAX_BODY + 1))
+    status, payload = post_json(server, b"x" * (SERVER_MAX_BODY + 1))
     assert status == 413 and "exceeds the limit" in payload["error"]
 
 
@@ -183,7 +140,7 @@ def test_worker_keeps_serving_and_logs_no_traceback(server) -> None:
     status, shapes = post_json(server, {"image": _tiny(9), **LOOSE})
     assert status == 200 and isinstance(shapes, list)
     time.sleep(0.2)
-    log = server[2].read_text()
+    log = server.log.read_text()
     assert "rejected request" in log
     assert "Traceback" not in log
 
@@ -203,3 +160,46 @@ def test_base64_body_round_trip_matches_handler(server, photos) -> None:
     first = post_json(server, body)
     second = post_json(server, body)
     assert first == second and first[0] == 200
+
+
+def test_serve_uses_the_function_yaml_settings_and_says_so(server) -> None:
+    """Where its environment is silent, serve answers with function.yaml's limits and
+    prints each setting with its origin at start."""
+    env = {e["name"]: str(e["value"])
+           for e in yaml.safe_load((REPO / "function.yaml").read_text())["spec"]["env"]}
+    limit = int(env["DEFECTCAM_MAX_ITERATIONS"])
+    printed = "\n".join(server.stdout)
+    assert f"max_iterations = {limit} (function.yaml)" in printed
+    assert f"min_confidence = {float(env['DEFECTCAM_CONFIDENCE_THRESHOLD']):g} (function.yaml)" \
+        in printed
+    assert f"max_pixels = {SERVER_MAX_PIXELS} (DEFECTCAM_MAX_PIXELS)" in printed
+    assert f"max_body_bytes = {SERVER_MAX_BODY} (--max-body-bytes)" in printed
+    status, payload = post_json(server, {"image": _tiny(3), "iterations": limit + 1})
+    assert status == 400 and payload["key"] == "iterations"
+    assert f"between 0 and {limit} (limit set by DEFECTCAM_MAX_ITERATIONS)" in payload["error"]
+    assert post_json(server, {"image": _tiny(3), "iterations": limit, **{
+        k: v for k, v in LOOSE.items() if k != "iterations"}})[0] == 200
+
+
+def test_http_answers_are_in_the_interaction_log(server) -> None:
+    body = {"image": _tiny(11), "name": "http_frame.png", **LOOSE}
+    status, shapes = post_json(server, body)
+    assert status == 200
+    (request,) = [r for r in read_log(server.log_db) if r.file_name == "http_frame.png"]
+    assert request.params["face"] == "nuclio" and len(request.proposals) == len(shapes)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("--workers=0", "--workers must be >= 1"),
+    ("--port=70000", "--port must be within 0..65535"),
+    ("--worker-timeout=-1", "--worker-timeout must be positive"),
+])
+def test_bad_options_fail_before_loading(tmp_path, option, message) -> None:
+    """Refused at once (exit 2, one line), although the weights do not even exist."""
+    result = subprocess.run(
+        [sys.executable, "-m", "defectcam.cli", "serve", option, "--function-dir", str(REPO)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={"DEFECTCAM_WEIGHTS": str(tmp_path / "missing"), "PYTHONPATH": str(REPO),
+             "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.weights import WeightsMetadata, load_weights
 from defectcam.data.crops import ClickCropDataset, CropSet
-from defectcam.predictor import DefectMapPredictor
 from defectcam.training.loop import (
     TrainConfig,
     binary_scores,
     predict_probabilities,
     train_classifier,
 )
-from defectcam.weights import WeightsMetadata, load_weights
 from tests.helpers import crack_crop_batch
 
 
@@ -63,7 +63,7 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path, data):
     predictor = DefectMapPredictor(model, meta, "cpu")
     tile_p = predictor.predict(crop, iterations=0).tile_probability[0, 0]
     x = torch.from_numpy(crop[None])
-    from defectcam.build import normalize_batch
+    from defectcam.core.transforms import normalize_batch
 
     with torch.no_grad():
         direct = torch.sigmoid(model(normalize_batch(x)).logit)[0].item()

@@ -1,6 +1,6 @@
 """``defectcam evaluate``: proposals against ground truth, per defect and overall.
 
-    defectcam evaluate --weights weights/ --defect crack --split val --out runs/eval-crack/ \
+    defectcam evaluate --weights weights/ --defect crack --split val --out runs/eval-crack/ \\
         [--limit 50] [--iterations 2] [--ablation] [--sweep] [--baseline] [--max-side 1600]
 
 Writes ``OUT/report.json``, ``OUT/report.md`` and ``OUT/gallery/*.png``. JSON layout:
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
 from defectcam.data import DEFECTS
 from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
 from defectcam.evaluation.report import build_report, render_markdown, write_gallery, write_json
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="measure proposals against ground-truth masks",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, nargs="+", default=None,
-                   help="weights folder or files (omit to run --baseline alone)")
+                   help="weights folder or files (default: none, for --baseline alone)")
     p.add_argument("--defect", action="append", choices=DEFECTS, default=None,
                    help="repeatable; default: every defect the weights know")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -45,44 +46,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--split-seed", type=int, default=0, help="as used by training")
     data.add_argument("--source", action="append", default=None,
                       help="only these data-set sources (deepcrack, crackforest, phinet, "
-                           "corrosion); repeatable")
+                           "corrosion); repeatable (default: all)")
     data.add_argument("--cvat-xml", type=Path, default=None,
-                      help="CVAT for images 1.1 export with polygons/masks as the truth")
-    data.add_argument("--images", type=Path, default=None, help="image folder of --cvat-xml")
+                      help="CVAT for images 1.1 export with polygons/masks as the truth "
+                           "(default: the data-set folders)")
+    data.add_argument("--images", type=Path, default=None,
+                      help="image folder of --cvat-xml (required with it)")
     data.add_argument("--limit", type=int, default=None,
-                      help="at most N images per defect, a seeded choice")
+                      help="at most N images per defect, a seeded choice (default: all)")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit choice")
     data.add_argument("--other-sources", type=int, default=0, metavar="N",
                       help="also N images of each source that does not label the defect "
                            "(empty truth: false positives on the other defects' photos, "
                            "which every classifier sees in CVAT) (default: %(default)s)")
     data.add_argument("--max-side", type=int, default=None,
-                      help="downscale images and truth to this longer side (speed; reported)")
+                      help="downscale images and truth to this longer side (speed; reported; "
+                           "default: full resolution)")
     s = p.add_argument_group("proposer")
     s.add_argument("--iterations", type=int, default=None,
                    help="AdvCAM steps T of the main setting (default: the weights' value)")
     s.add_argument("--cam-threshold", type=float, default=None,
                    help="default: the weights' value (0.1)")
-    s.add_argument("--min-confidence", type=float, default=0.5,
+    s.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="drop the model's proposals below this confidence, as the CVAT "
                         "function's default threshold does (default: %(default)s)")
     s.add_argument("--screen", action="store_true", help="tile screening in the main setting")
     s.add_argument("--ablation", action="store_true",
                    help="also run each --ablation-iterations T, and with/without screening")
-    s.add_argument("--ablation-iterations", type=int, nargs="+", default=ABLATION_ITERATIONS)
+    s.add_argument("--ablation-iterations", type=int, nargs="+", default=ABLATION_ITERATIONS,
+                   help="AdvCAM steps T of the ablation runs")
     s.add_argument("--baseline", action="store_true",
                    help="also run the learning-free baselines (evaluation/baselines.py)")
     s.add_argument("--sweep", action="store_true",
                    help="CAM-threshold sweep on the main setting's maps (no re-run)")
     s.add_argument("--sweep-thresholds", type=float, nargs="+",
-                   default=DEFAULT_SWEEP_THRESHOLDS)
+                   default=DEFAULT_SWEEP_THRESHOLDS, help="CAM thresholds of the sweep")
     s.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when present)")
-    s.add_argument("--tile-batch", type=int, default=None)
+    s.add_argument("--tile-batch", type=int, default=None,
+                   help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
     m = p.add_argument_group("metrics")
     m.add_argument("--tolerance", type=int, default=MatchRule.tolerance_px,
                    help="boundary tolerance in px for touching/found")
-    m.add_argument("--found-coverage", type=float, default=MatchRule.found_coverage)
-    m.add_argument("--min-instance-area", type=int, default=MatchRule.min_instance_area)
+    m.add_argument("--found-coverage", type=float, default=MatchRule.found_coverage,
+                   help="share of a true instance proposals must cover for it to count as found")
+    m.add_argument("--min-instance-area", type=int, default=MatchRule.min_instance_area,
+                   help="true instances smaller than this (px) are not counted")
     m.add_argument("--plain-iou-groups", action="store_true",
                    help="Eq. 3 groups by plain IoU (default: boundary-tolerant IoU)")
     o = p.add_argument_group("output")
@@ -90,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="best and worst images per defect in the gallery (0: none)")
     o.add_argument("--gallery-max-side", type=int, default=2048,
                    help="shrink gallery PNGs beyond this side (0: never)")
-    o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -116,6 +124,14 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--other-sources must be >= 0")
     if args.max_side is not None and args.max_side < 32:
         raise ValueError("--max-side must be >= 32")
+    if args.tile_batch is not None and args.tile_batch < 1:
+        raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
+    # The request contract's bounds, before any weights load.
+    ProposeOptions.build({"iterations": args.iterations, "cam_threshold": args.cam_threshold},
+                         CLI)
+    ablation = Spelling({"iterations": "--ablation-iterations"})
+    for steps in args.ablation_iterations if args.ablation else ():
+        ProposeOptions.build({"iterations": steps}, ablation)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     proposer = None
     weights_info: dict = {}
     if args.weights is not None:
-        from defectcam.automatic_mask_generator import DefectProposer  # torch: only when needed
-        from defectcam.device import resolve_device
+        from defectcam.core.device import resolve_device
+        from defectcam.core.proposer import DefectProposer  # torch: only when needed
 
         weights = args.weights[0] if len(args.weights) == 1 else args.weights
         proposer = DefectProposer.from_weights(weights,

@@ -1,103 +1,168 @@
-"""``defectcam propose``: photos -> CVAT-shaped JSON, overlay PNG and (optionally) heat maps."""
+"""``defectcam propose``: photos -> CVAT-shaped JSON, overlay PNG and (optionally) heat maps.
+
+The command-line face of the request contract: the same options, bounds and defaults as the
+CVAT function (``defectcam.core.options``), the same service (confidence filter, label guard,
+interaction log), so ``<name>.cvat.json`` is what the function answers for that photo.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-from defectcam.automatic_mask_generator import DefectProposer
-from defectcam.device import resolve_device
-from defectcam.utils.cvat import OUTPUT_TYPES, proposals_to_cvat_shapes
-from defectcam.utils.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
-from defectcam.utils.overlay import draw_proposals, heatmap, write_rgb
-from defectcam.weights import WeightsError
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+from defectcam.config import (
+    CONFIDENCE_THRESHOLD_ENV,
+    LOG_DB_ENV,
+    MAX_PIXELS_ENV,
+    PRECISION_NAMES,
+    WEIGHTS_ENV,
+    Settings,
+    parse_log_path,
+    resolve_weights,
+)
+from defectcam.core.device import resolve_device
+from defectcam.core.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+from defectcam.core.options import (
+    CLI,
+    DEFAULT_MIN_CONFIDENCE,
+    MAX_ITERATIONS,
+    OUTPUT_TYPES,
+    ProposeOptions,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("propose", help="propose defects on photos (CVAT JSON + overlay PNG)")
+    p = sub.add_parser("propose", help="propose defects on photos (CVAT JSON + overlay PNG)",
+                       description="Propose defects on photos: for each, <name>.cvat.json (the "
+                       "shapes the CVAT function answers) and <name>.overlay.png.")
     p.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
-                   help="weights folder or comma-separated .safetensors files "
-                        "(default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="AdvCAM steps T (0 = Grad-CAM; default: the weights' value, 2)")
-    p.add_argument("--cam-threshold", type=float, default=None,
-                   help="binarisation threshold of the normalised map (default 0.1)")
-    p.add_argument("--labels", default=None, help="comma-separated subset, e.g. crack,rust")
-    p.add_argument("--min-confidence", type=float, default=0.0,
-                   help="drop proposals below this confidence (CVAT's 'threshold')")
-    p.add_argument("--output", choices=OUTPUT_TYPES, default="polygon", help="CVAT shape type")
-    p.add_argument("--screen", action="store_true",
-                   help="skip the climb on tiles the classifier calls negative")
-    p.add_argument("--heatmaps", action="store_true", help="also write one heat map per defect")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="reduced precision is for CUDA only")
-    p.add_argument("--tile-batch", type=int, default=None)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--weights", default=None,
+                   help="weights folder or comma-separated .safetensors files (default: "
+                        f"${WEIGHTS_ENV}, else the repository's weights/)")
+    options = p.add_argument_group("request options (as the CVAT function's)")
+    options.add_argument("--min-confidence", type=float, default=None,
+                         help="drop proposals whose confidence is below this; CVAT's "
+                              f"'threshold' (default: ${CONFIDENCE_THRESHOLD_ENV}, else "
+                              f"{DEFAULT_MIN_CONFIDENCE:g})")
+    options.add_argument("--iterations", type=int, default=None,
+                         help=f"AdvCAM steps T, 0..{MAX_ITERATIONS}; 0 = plain Grad-CAM "
+                              "(default: the weights' value, 2)")
+    options.add_argument("--cam-threshold", type=float, default=None,
+                         help="binarisation threshold of the normalised map, in (0, 1) "
+                              "(default: the weights' value, 0.1)")
+    options.add_argument("--labels", default=None,
+                         help="comma-separated subset, e.g. crack,rust (default: every "
+                              "label of the weights)")
+    options.add_argument("--output", choices=OUTPUT_TYPES, default="polygon",
+                         help="CVAT shape type (default: %(default)s)")
+    options.add_argument("--screen", action="store_true",
+                         help="skip the climb on tiles the classifier calls negative "
+                              "(default: climb everywhere)")
+    p.add_argument("--heatmaps", action="store_true",
+                   help="also write one heat map per defect (default: no)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 or auto (default: $DEFECTCAM_DEVICE, else auto: "
+                        "cuda if present)")
+    p.add_argument("--precision", default=None, choices=PRECISION_NAMES,
+                   help="reduced precision is for CUDA only (default: $DEFECTCAM_PRECISION, "
+                        "else fp32)")
+    p.add_argument("--tile-batch", type=int, default=None,
+                   help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help=f"largest photo (width x height) (default: ${MAX_PIXELS_ENV}, else "
+                        f"{DEFAULT_MAX_PIXELS})")
+    p.add_argument("--log", default=None,
+                   help="interaction log (SQLite) for the feedback loop; 'off' for none "
+                        f"(default: ${LOG_DB_ENV}, else runs/defectcam-log.sqlite)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (default: show them)")
     p.set_defaults(func=run)
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the options given on the command line."""
+    weights = args.weights
+    if weights is not None and "," in weights:
+        weights = tuple(Path(w.strip()) for w in weights.split(",") if w.strip())
+    elif weights is not None:
+        weights = resolve_weights(weights)
+    given = {"weights": weights, "device": args.device, "precision": args.precision,
+             "max_pixels": args.max_pixels}
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.log is not None:
+        given["log_db"] = parse_log_path(args.log)
+    return Settings.from_env().override("command line", **given)
+
+
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device, "--device")  # one line, not torch's traceback
-    weights = args.weights.split(",") if "," in args.weights else args.weights
+    # Everything the user can get wrong is checked before the model loads.
+    settings = settings_from_args(args)
+    options = ProposeOptions.from_cli(args, settings.limits())
+    if args.tile_batch is not None and args.tile_batch < 1:
+        raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
+    if settings.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {settings.max_pixels}")
+    missing = [str(path) for path in args.images if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
+    resolve_device(settings.device, "--device")  # one line, not torch's traceback
+
+    from tqdm import tqdm  # the heavy part: torch and the weights
+
+    from defectcam.core.overlay import draw_proposals, heatmap, write_rgb
+    from defectcam.core.weights import WeightsError
+    from defectcam.service import ProposalService
+
     try:
-        proposer = DefectProposer.from_weights(weights, device=device,
-                                               tile_batch=args.tile_batch,
-                                               precision=args.precision)
+        service = ProposalService.from_settings(settings, tile_batch=args.tile_batch)
     except WeightsError as exc:
         raise ValueError(str(exc)) from exc
-    labels = args.labels.split(",") if args.labels else None
-    proposer.check_labels(labels)
+    service.check(options, CLI)  # labels the loaded weights lack
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     images = tqdm(args.images, desc="images", unit="img", disable=args.no_progress)
     for path in images:
         try:
-            decoded = decode_image(path.read_bytes(), max_pixels=args.max_pixels)
+            data = path.read_bytes()
+            decoded = decode_image(data, settings.max_pixels, name=str(path),
+                                   limit_name="--max-pixels")
         except (OSError, ImageInputError) as exc:
             tqdm.write(f"{path}: skipped: {exc}", file=sys.stderr)
             failures += 1
             continue
         image = decoded.rgb
-        grid_tiles = _tile_count(proposer, image, labels)
-        with tqdm(total=grid_tiles, desc=path.name, unit="tile", leave=False,
-                  disable=args.no_progress) as bar:
-            start = time.perf_counter()
-            result = proposer.propose_detailed(
-                image, iterations=args.iterations, cam_threshold=args.cam_threshold,
-                labels=labels, screen=args.screen, min_confidence=args.min_confidence,
-                progress=bar.update,
-            )
-            seconds = time.perf_counter() - start
-        shapes = proposals_to_cvat_shapes(result.proposals, args.output)
+        with tqdm(total=_tile_count(service, image, options), desc=path.name, unit="tile",
+                  leave=False, disable=args.no_progress) as bar:
+            answer = service.propose(image, options.replace(name=path.name), face="cli",
+                                     image_sha256=hashlib.sha256(data).hexdigest(),
+                                     progress=bar.update)
         stem = args.out / path.stem
-        stem.with_suffix(".cvat.json").write_text(json.dumps(shapes) + "\n")
-        write_rgb(stem.with_suffix(".overlay.png"), draw_proposals(image, result.proposals))
+        stem.with_suffix(".cvat.json").write_text(json.dumps(answer.shapes()) + "\n")
+        write_rgb(stem.with_suffix(".overlay.png"), draw_proposals(image, answer.proposals))
         if args.heatmaps:
-            for label, defect_map in result.maps.items():
+            for label, defect_map in answer.maps.items():
                 write_rgb(args.out / f"{path.stem}.{label}.heatmap.png",
                           heatmap(image, defect_map.cam_map))
-        counts = {lab: sum(p.label == lab for p in result.proposals) for lab in result.maps}
-        tqdm.write(f"{path.name}: {image.shape[1]}x{image.shape[0]}, {len(shapes)} proposals "
-                   f"{counts} in {seconds:.1f} s -> {stem}.cvat.json, {stem}.overlay.png")
+        counts = {lab: sum(p.label == lab for p in answer.proposals) for lab in answer.maps}
+        tqdm.write(f"{path.name}: {image.shape[1]}x{image.shape[0]}, "
+                   f"{len(answer.proposals)} proposals {counts} "
+                   f"({answer.left_out} below --min-confidence {options.min_confidence:g} "
+                   f"left out) in {answer.seconds:.1f} s -> {stem}.cvat.json, "
+                   f"{stem}.overlay.png")
     return 1 if failures else 0
 
 
-def _tile_count(proposer: DefectProposer, image, labels) -> int:
-    from defectcam.utils.amg import TileGrid
+def _tile_count(service, image, options: ProposeOptions) -> int:
+    from defectcam.core.model import INPUT_MULTIPLE
+    from defectcam.core.tiling import TileGrid
 
     total = 0
-    for label in proposer.check_labels(labels):
-        m = proposer.predictors[label].metadata
-        total += len(TileGrid.build(image.shape[0], image.shape[1], m.tile_size, m.tile_overlap))
+    for label in options.labels or service.labels:
+        m = service.proposer.predictors[label].metadata
+        total += len(TileGrid.build(image.shape[0], image.shape[1], m.tile_size, m.tile_overlap,
+                                    multiple=INPUT_MULTIPLE))
     return total

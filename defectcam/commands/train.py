@@ -1,51 +1,49 @@
-"""``defectcam simulate``, ``defectcam train`` and ``defectcam calibrate``: clicks -> weights."""
+"""``defectcam simulate`` and ``defectcam train``: clicks -> weights (``train`` also calibrates
+the CAM scale of the weights it writes)."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-import torch.distributed as dist
-from torch.utils.data import Subset
-
+from defectcam.core.device import resolve_device
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
-from defectcam.data.crops import ClickCropDataset, at_working_scale, build_crop_set
-from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.data.simulate import simulate_clicks
 from defectcam.data.sources import (
+    cap_per_source,
     other_source_pairs,
     pairs_for_defect,
     shared_data_root,
     split_source,
 )
-from defectcam.device import resolve_device
-from defectcam.training.calibrate import calibrate_cam_scale
-from defectcam.training.loop import TrainConfig, train_classifier
-from defectcam.weights import WeightsMetadata, load_weights, save_weights
+from defectcam.training.loop import TrainConfig
+from defectcam.training.pipeline import ClickTraining, train_from_clicks
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="simulate an annotator's clicks on data with masks")
-    p.add_argument("--defect", required=True, choices=DEFECTS)
-    p.add_argument("--split", choices=("train", "val", "all"), default="train")
+    p.add_argument("--defect", required=True, choices=DEFECTS, help="the defect to click")
+    p.add_argument("--split", choices=("train", "val", "all"), default="train",
+                   help="which images of the data-set split (val: never trained on)")
     p.add_argument("--data-root", type=Path, default=None, help="default: ../shared/data")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--negatives-per-image", type=int, default=5)
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of each source held out as the val split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the clicks")
+    p.add_argument("--negatives-per-image", type=int, default=5,
+                   help="negative clicks per image")
     p.add_argument("--min-distance", type=float, default=96.0,
                    help="negative clicks at least this far (px) from any defect")
     p.add_argument("--crop-size", type=int, default=None,
-                   help="training crop size: negatives go only where their crops hold no defect")
+                   help="training crop size: negatives go only where their crops hold no defect "
+                        "(default: no such check)")
     p.add_argument("--max-images-per-source", type=int, default=None,
                    help="at most this many images of each source (a seeded choice), so that "
-                        "one large source does not drown the others")
+                        "one large source does not drown the others (default: all)")
     p.add_argument("--other-sources", type=int, default=0, metavar="N",
                    help="also click negatives on up to N photos of each source that does not "
                         "label this defect (same split; the other defects' photos, which the "
-                        "classifier sees in CVAT too) (default: %(default)s)")
+                        "classifier sees in CVAT too)")
     p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
     p.set_defaults(func=run_simulate)
 
@@ -57,33 +55,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder the export's image names are relative to")
     t.add_argument("--out", type=Path, required=True,
                    help="weights file (.safetensors) or folder (then <defect>.safetensors)")
-    t.add_argument("--negative-label", default=NEGATIVE_LABEL)
+    t.add_argument("--negative-label", default=NEGATIVE_LABEL,
+                   help="label of the negative clicks")
     t.add_argument("--resume", type=Path, default=None,
-                   help="start from these weights (fine-tuning with new clicks)")
+                   help="start from these weights (fine-tuning with new clicks; default: a "
+                        "fresh classifier)")
     t.add_argument("--freeze-batchnorm", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes when fine-tuning)")
     t.add_argument("--working-scale", type=float, default=1.0,
                    help="shrink images by this factor before cropping, and record it in the "
                         "weights so that inference shrinks frames alike (blobs such as rust: "
-                        "0.5 sees 4x more context per crop and runs 4x fewer pixels) "
-                        "(default: %(default)s)")
-    t.add_argument("--crop-size", type=int, default=320)
-    t.add_argument("--crops-per-click", type=int, default=5)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--micro-batch", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--weight-decay", type=float, default=1e-2)
-    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+                        "0.5 sees 4x more context per crop and runs 4x fewer pixels)")
+    t.add_argument("--crop-size", type=int, default=320, help="training crop side in px")
+    t.add_argument("--crops-per-click", type=int, default=5,
+                   help="crops around each click (shifted so the click is not always central)")
+    t.add_argument("--epochs", type=int, default=10, help="passes over the crops")
+    t.add_argument("--batch-size", type=int, default=32,
+                   help="crops per optimiser step (by gradient accumulation)")
+    t.add_argument("--micro-batch", type=int, default=8,
+                   help="crops per forward pass (memory)")
+    t.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    t.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
+    t.add_argument("--max-steps-per-epoch", type=int, default=None,
+                   help="cut each epoch after this many steps (default: the whole epoch)")
     t.add_argument("--holdout", type=float, default=0.15,
                    help="fraction of the clicked images held apart for validation F1")
     t.add_argument("--max-holdout-crops", type=int, default=512,
                    help="validate on at most this many held-apart crops (a seeded sample)")
     t.add_argument("--tile-size", type=int, default=512, help="recommended inference tile")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default=None)
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--seed", type=int, default=0, help="seed of crops, split and training")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 (default: cuda if present)")
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="training precision (auto: bf16 autocast on CUDA where supported)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)
 
 
@@ -113,96 +118,26 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cap_per_source(pairs: list, limit: int, seed: int) -> list:
-    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
-    kept = []
-    for source in sorted({p.source for p in pairs}):
-        members = sorted((p for p in pairs if p.source == source),
-                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
-        kept += members[:limit]
-    return sorted(kept, key=lambda p: p.name)
-
-
-def holdout_split(names: list[str], fraction: float, seed: int) -> tuple[set, set]:
-    """Split image names (not crops) so that no image feeds both fitting and validation."""
-    ranked = sorted(set(names), key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).digest())
-    n_val = max(1, round(len(ranked) * fraction)) if fraction > 0 and len(ranked) > 1 else 0
-    return set(ranked[n_val:]), set(ranked[:n_val])
-
-
 def run_train(args: argparse.Namespace) -> int:
     # Checked before the crops are built; unset or auto: the loop picks (cuda:LOCAL_RANK).
     device = None if (args.device or "auto") == "auto" else args.device
     if device:
         resolve_device(device, "--device")
-    clicks = []
-    for path in args.clicks:
-        clicks += clicks_from_annotations(read_cvat_xml(path), args.defect, args.negative_label)
-    if not any(len(c.positives) for c in clicks):
-        raise ValueError(f"no {args.defect!r} clicks in {[str(p) for p in args.clicks]}")
-    if not 0.0 < args.working_scale <= 1.0:
-        raise ValueError(f"--working-scale must be within (0, 1], got {args.working_scale}")
-    if args.resume is not None:
-        resumed_scale = load_weights(args.resume)[1].working_scale
-        if resumed_scale != args.working_scale:  # checked before the crops are cut
-            raise ValueError(f"{args.resume} was trained at --working-scale "
-                             f"{resumed_scale:g}; pass the same to fine-tune it")
-    clicks, load_image = at_working_scale(clicks, args.working_scale)
-    crops = build_crop_set(clicks, args.images, crop_size=args.crop_size,
-                           crops_per_click=args.crops_per_click, seed=args.seed,
-                           load_image=load_image)
-    fit_names, val_names = holdout_split(crops.names, args.holdout, args.seed)
-    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
-    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
-    if args.max_holdout_crops and len(val_idx) > args.max_holdout_crops:
-        rng = np.random.default_rng(args.seed)
-        val_idx = sorted(rng.choice(val_idx, args.max_holdout_crops, replace=False).tolist())
-    train_set = Subset(ClickCropDataset(crops, augment=True, seed=args.seed, layout="hwc"),
-                       fit_idx)
-    train_set.set_epoch = train_set.dataset.set_epoch  # keep per-epoch augmentation seeding
-    val_set = Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
-    out = args.out / f"{args.defect}.safetensors" if args.out.suffix == "" else args.out
-    labels = crops.labels
-    metadata = WeightsMetadata(label=args.defect, tile_size=args.tile_size,
-                               working_scale=args.working_scale)
-    if args.resume is not None:
-        previous = load_weights(args.resume)[1]
-        metadata = WeightsMetadata(**{**previous.to_json(), "training": {}, "metrics": {},
-                                      "sha256": "", "mean": previous.mean, "std": previous.std})
-    metadata.training = {
-        "clicks": [str(p) for p in args.clicks],
-        "images": str(args.images),
-        "images_clicked": len({c.name for c in clicks}),
-        "positive_clicks": int(sum(len(c.positives) for c in clicks)),
-        "negative_clicks": int(sum(len(c.negatives) for c in clicks)),
-        "crops": {"total": len(labels), "positive": int(labels.sum()),
-                  "fit": len(fit_idx), "holdout": len(val_idx),
-                  "size": args.crop_size, "per_click": args.crops_per_click},
-        "resumed_from": str(args.resume) if args.resume else None,
-    }
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
-                         weight_decay=args.weight_decay, seed=args.seed, device=device,
+                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
                          precision=args.precision,
                          max_steps_per_epoch=args.max_steps_per_epoch,
                          freeze_batchnorm=(args.freeze_batchnorm == "yes" or (
                              args.freeze_batchnorm == "auto" and args.resume is not None)),
                          progress=not args.no_progress)
-    print(f"{args.defect}: {len(fit_idx)} crops to fit, {len(val_idx)} held apart "
-          f"({metadata.training['positive_clicks']} positive clicks on "
-          f"{metadata.training['images_clicked']} images)")
-    result = train_classifier(train_set, val_set, metadata, out, config,
-                              init_weights=args.resume)
-    if dist.is_available() and dist.is_initialized():  # under torchrun (DDP)
-        rank = dist.get_rank()
-        dist.destroy_process_group()
-        if rank != 0:
-            return 0  # rank 0 alone calibrates, writes the weights and reports
-    model, best = load_weights(out)
-    positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
-    best.cam_scale = calibrate_cam_scale(model, positives, best)
-    save_weights(model, best, out)
-    print(json.dumps({"weights": str(out), "best_val_f1": round(result.best_f1, 4),
-                      "best_epoch": result.best_epoch, "cam_scale": round(best.cam_scale, 4),
-                      "seconds": round(result.seconds, 1), "device": result.device}))
+    job = ClickTraining(defect=args.defect, clicks=args.clicks, images=args.images, out=args.out,
+                        negative_label=args.negative_label, resume=args.resume,
+                        crop_size=args.crop_size, crops_per_click=args.crops_per_click,
+                        holdout=args.holdout, max_holdout_crops=args.max_holdout_crops,
+                        tile_size=args.tile_size, seed=args.seed,
+                        working_scale=args.working_scale, config=config)
+    summary = train_from_clicks(job)
+    if summary is not None:  # None on the other ranks of a torchrun job
+        print(json.dumps(summary))
     return 0

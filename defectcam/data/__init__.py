@@ -1,4 +1,6 @@
 """Weak-label data layer: CVAT XML, the real data sets, simulated clicks, click crops."""
 
-DEFECTS = ("crack", "spalling", "rust")
-NEGATIVE_LABEL = "no-defect"
+from defectcam.core.labels import LABEL_NAMES as DEFECTS
+from defectcam.core.labels import NEGATIVE_LABEL
+
+__all__ = ["DEFECTS", "NEGATIVE_LABEL"]

@@ -224,7 +224,7 @@ class ClickCropDataset(Dataset):
     """A :class:`CropSet` for training: ``(uint8 tensor, float32 label)`` per index.
 
     The tensor is CHW (``layout="chw"``) or HWC (``"hwc"``, what
-    ``defectcam.build.normalize_batch`` takes once batched). Augmentation is seeded by
+    ``defectcam.core.transforms.normalize_batch`` takes once batched). Augmentation is seeded by
     (seed, epoch, index): call :meth:`set_epoch` each epoch for fresh, reproducible draws.
     """
 

@@ -6,7 +6,8 @@ its labels, then one ``<image id name width height>`` per frame holding shapes. 
 attributes come in CVAT's order: ``label, source, occluded``, the geometry (``points`` |
 ``xtl ytl xbr ybr`` | ``rle left top width height``), ``z_order``, optional ``group_id``;
 ``<attribute name=..>value</attribute>`` children follow. A mask's ``rle`` holds run lengths
-over its ``width x height`` box, row-major, starting with background.
+over its ``width x height`` box, row-major, starting with background (the codec is
+``defectcam.core.cvat``).
 
 Click convention: a click ``(x, y)`` marks the pixel at column ``floor(x)``, row ``floor(y)``.
 """
@@ -25,6 +26,7 @@ from xml.sax.saxutils import XMLGenerator
 import cv2
 import numpy as np
 
+from defectcam.core.cvat import cvat_rle_to_mask, mask_to_cvat_rle
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 
 SHAPE_KINDS = ("points", "polygon", "polyline", "box", "mask", "tag")
@@ -90,32 +92,6 @@ class ImageClicks:
     positives: np.ndarray
     negatives: np.ndarray
     image_id: int = -1
-
-
-# --------------------------------------------------------------------------- RLE
-
-
-def mask_to_cvat_rle(mask: np.ndarray) -> list[int]:
-    """Row-major run lengths of a bool crop, starting with background (may be 0)."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    if flat.size == 0:
-        raise ValueError("cannot encode an empty mask")
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return ([0] + runs) if flat[0] else runs
-
-
-def cvat_rle_to_mask(rle: list[int] | np.ndarray, width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`mask_to_cvat_rle`: a ``(height, width)`` bool array."""
-    counts = np.asarray(rle, dtype=np.int64)
-    if counts.ndim != 1 or (counts < 0).any():
-        raise ValueError("RLE counts must be non-negative integers")
-    if int(counts.sum()) != width * height:
-        raise ValueError(f"RLE covers {int(counts.sum())} pixels, box {width}x{height} has "
-                         f"{width * height}")
-    values = (np.arange(counts.size) % 2).astype(bool)
-    return np.repeat(values, counts).reshape(height, width)
 
 
 # --------------------------------------------------------------------------- reader

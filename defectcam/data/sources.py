@@ -9,7 +9,6 @@ that a source holds (phinet: crack and spalling share one split).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectcam.config import SHARED_DATA_ENV, shared_data_path
 from defectcam.data import DEFECTS
 
-ENV_VAR = "DEFECTCAM_SHARED_DATA"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
@@ -69,9 +68,7 @@ def shared_data_root(root: str | Path | None = None) -> Path:
     """``root``, else ``$DEFECTCAM_SHARED_DATA``, else ``<repo>/../shared/data``."""
     if root is not None:
         return Path(root)
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return shared_data_path()
 
 
 def get_source(source: str) -> DataSource:
@@ -89,7 +86,7 @@ def list_pairs(source: str, root: str | Path | None = None) -> list[ImagePair]:
     folder = base / src.folder
     images_dir, masks_dir = folder / "images", folder / "masks"
     if not images_dir.is_dir() or not masks_dir.is_dir():
-        raise FileNotFoundError(f"{folder}: expected images/ and masks/ (set {ENV_VAR})")
+        raise FileNotFoundError(f"{folder}: expected images/ and masks/ (set {SHARED_DATA_ENV})")
     masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
     pairs = [
         ImagePair(p, masks[p.stem], source, f"{src.folder}/images/{p.name}")
@@ -187,3 +184,13 @@ def split_source(
         train += ordered[n_val:]
     key = lambda p: (p.source, p.stem)  # noqa: E731
     return sorted(train, key=key), sorted(val, key=key)
+
+
+def cap_per_source(pairs: list[ImagePair], limit: int, seed: int) -> list[ImagePair]:
+    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
+    kept = []
+    for source in sorted({p.source for p in pairs}):
+        members = sorted((p for p in pairs if p.source == source),
+                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
+        kept += members[:limit]
+    return sorted(kept, key=lambda p: p.name)

@@ -1,7 +1,7 @@
 """Learning-free baselines: one image -> one binary defect map, from colour and darkness alone.
 
 They answer "what would a few lines of OpenCV give?" The image evidence they use lives in
-``defectcam.refine``, where the model's proposals are fitted to it inside the map's region;
+``defectcam.core.refine``, where the model's proposals are fitted to it inside the map's region;
 here it runs over the whole image with strict thresholds. so that the classifiers' numbers have a
 floor to stand on. ``defectcam evaluate --baseline`` runs them through the *same*
 post-processing as the model (closing, connected components, minimum area, see
@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from defectcam.refine import dark_lines, grey, local_grey_stats, otsu_threshold, rust_colour
-from defectcam.utils.masks import Proposal, close_mask, mask_to_proposals
+from defectcam.core.postprocess import Proposal, close_mask, mask_to_proposals
+from defectcam.core.refine import dark_lines, grey, local_grey_stats, otsu_threshold, rust_colour
 
 
 def crack_baseline(image: np.ndarray, kernel_px: int = 15, k: float = 2.0) -> np.ndarray:

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from defectcam.core.postprocess import Proposal
 from defectcam.evaluation.timesave import (
     AnnotatorModel,
     GroupThresholds,
     TimeSavingEstimate,
     estimate_time_saving,
 )
-from defectcam.utils.masks import Proposal
 
 ProposalLike = Proposal | np.ndarray
 DEFAULT_SWEEP_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 11))
@@ -445,7 +445,7 @@ def threshold_sweep(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     """Micro-averaged pixel counts of ``map > t`` against the truth for every threshold.
 
     Works on saved normalised maps (no model); uses the same strict ``>`` as
-    ``utils.masks.binarize_map``. NaNs in a map count as 0. No closing or min-area step.
+    ``core.postprocess.binarize_map``. NaNs in a map count as 0. No closing or min-area step.
     """
     totals = [PixelCounts() for _ in thresholds]
     ts = np.asarray(thresholds, dtype=np.float64)

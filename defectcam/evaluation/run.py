@@ -17,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defectcam.automatic_mask_generator import DefectProposer
+from defectcam.core.postprocess import Proposal, polygon_to_mask
+from defectcam.core.proposer import DefectProposer
+from defectcam.core.weights import WeightsMetadata
 from defectcam.data.crops import read_rgb, resolve_image
 from defectcam.data.cvat_xml import CvatImage, read_cvat_xml
 from defectcam.data.sources import (
@@ -42,8 +44,6 @@ from defectcam.evaluation.metrics import (
     threshold_sweep,
 )
 from defectcam.evaluation.timesave import AnnotatorModel, GroupThresholds
-from defectcam.utils.masks import Proposal, polygon_to_mask
-from defectcam.weights import WeightsMetadata
 
 #: Shape kinds that carry dense truth in a CVAT export (points are clicks, boxes are coarse).
 TRUTH_KINDS = ("polygon", "mask")

@@ -9,6 +9,7 @@ Durability (measured in benchmarks/bench_log.py, documented in docs/feedback-loo
 cache) when ``log_request`` returns, so a worker killed with SIGKILL right after answering
 loses nothing; only a power loss / kernel crash can drop the last few transactions (they
 were not yet fsync'ed). ``DEFECTCAM_LOG_SYNC=FULL`` fsyncs every commit instead.
+Where the log is and how it syncs: ``defectcam.config`` (``log_path``, ``log_sync``).
 
 Several Nuclio workers (processes) share one file: WAL lets readers run beside the single
 writer, and ``busy_timeout`` makes a writer wait for the lock instead of failing.
@@ -33,16 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from defectcam.data.cvat_xml import cvat_rle_to_mask
-from defectcam.utils.masks import Proposal, polygon_to_mask
+from defectcam.config import LOG_SYNC_VALUES, log_path, log_sync
+from defectcam.core.cvat import decode_cvat_mask_crop, mask_runs, runs_to_mask
+from defectcam.core.postprocess import Proposal, polygon_to_mask
 
-LOG_DB_ENV = "DEFECTCAM_LOG_DB"
-LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"
-#: Inside the Nuclio container (the function directory is copied to /opt/nuclio); the
-#: function yaml mounts a volume on /opt/nuclio/data so that the log outlives the container.
-CONTAINER_LOG_PATH = Path("/opt/nuclio/data/defectcam-log.sqlite")
-LOCAL_LOG_PATH = Path("runs/defectcam-log.sqlite")
-DISABLED_VALUES = ("", "off", "none", "false", "0", "disabled")
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 2000
 WARN_INTERVAL_S = 60.0
@@ -77,18 +72,6 @@ CREATE INDEX IF NOT EXISTS requests_sha ON requests(image_sha256);
 CREATE INDEX IF NOT EXISTS requests_name ON requests(file_name);
 CREATE INDEX IF NOT EXISTS proposals_request ON proposals(request_id);
 """
-
-
-def log_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
-    """``DEFECTCAM_LOG_DB``; unset: the container path when /opt/nuclio exists, else
-    ./runs/defectcam-log.sqlite; empty or "off": ``None`` (logging disabled)."""
-    environ = os.environ if environ is None else environ
-    raw = environ.get(LOG_DB_ENV)
-    if raw is None:
-        return CONTAINER_LOG_PATH if CONTAINER_LOG_PATH.parent.parent.is_dir() else LOCAL_LOG_PATH
-    if raw.strip().lower() in DISABLED_VALUES:
-        return None
-    return Path(raw.strip()).expanduser()
 
 
 # --------------------------------------------------------------------------- records
@@ -134,20 +117,6 @@ class LoggedRequest:
     proposals: list[LoggedProposal] = field(default_factory=list)
 
 
-def mask_runs(mask: np.ndarray) -> bytes:
-    """CVAT's run lengths of a bool crop (row-major, background first) as uint32 bytes."""
-    flat = np.asarray(mask, dtype=bool).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate(([0], change, [flat.size])))
-    if flat.size and flat[0]:
-        runs = np.concatenate(([0], runs))
-    return runs.astype("<u4").tobytes()
-
-
-def runs_to_mask(blob: bytes, width: int, height: int) -> np.ndarray:
-    return cvat_rle_to_mask(np.frombuffer(blob, dtype="<u4").astype(np.int64), width, height)
-
-
 def _proposal_row(index: int, item: Proposal | Mapping, default_kind: str) -> tuple:
     """(idx, label, confidence, kind, polygon JSON, x1, y1, x2, y2, area, mask_runs)."""
     if isinstance(item, Proposal):
@@ -160,10 +129,7 @@ def _proposal_row(index: int, item: Proposal | Mapping, default_kind: str) -> tu
     kind = str(item.get("type", default_kind))
     rle, area = None, None
     if kind == "mask" and item.get("mask"):
-        values = item["mask"]
-        x1, y1, x2, y2 = (int(v) for v in values[-4:])
-        crop = np.fromiter(values[:-4], dtype=np.uint8, count=len(values) - 4)
-        crop = crop.reshape(y2 - y1 + 1, x2 - x1 + 1) > 0
+        crop, (x1, y1, x2, y2) = decode_cvat_mask_crop(item["mask"])
         rle, area = mask_runs(crop), int(crop.sum())
     else:
         xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -188,10 +154,9 @@ class ProposalLog:
                  synchronous: str | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
         self.logger = logger or logging.getLogger("defectcam.feedback")
-        sync = (synchronous or os.environ.get(LOG_SYNC_ENV, "") or "NORMAL").upper()
-        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"{LOG_SYNC_ENV} must be NORMAL or FULL, got {sync!r}")
-        self.synchronous = sync
+        self.synchronous = (synchronous or log_sync()).upper()
+        if self.synchronous not in LOG_SYNC_VALUES:
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.busy_timeout_ms = int(busy_timeout_ms)
         self.failures = 0
         self._conn: sqlite3.Connection | None = None
@@ -203,7 +168,7 @@ class ProposalLog:
     @classmethod
     def from_env(cls, logger: Any = None) -> ProposalLog | None:
         """The log ``DEFECTCAM_LOG_DB`` names, or ``None`` when logging is switched off."""
-        path = log_path_from_env()
+        path = log_path()
         return None if path is None else cls(path, logger)
 
     # -- connection

@@ -25,7 +25,6 @@ Rules (docs/feedback-loop.md states them for users):
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,10 +33,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectcam.core.digest import file_sha256
+from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape
 from defectcam.feedback.log import LoggedProposal, LoggedRequest
-from defectcam.utils.masks import polygon_to_mask
 
 ACCEPT_IOU = 0.95
 MODIFY_IOU = 0.3
@@ -135,14 +135,6 @@ def shape_region(shape: CvatShape, height: int, width: int) -> np.ndarray | None
             max(0, int(round(x1))) : int(round(x2)) + 1] = True
         return out
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _image_file(images_dir: Path, name: str) -> Path | None:

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from defectcam.modeling import DefectClassifier
+from defectcam.core.model import DefectClassifier
+from defectcam.core.weights import WeightsMetadata
 from defectcam.training.loop import predict_probabilities
-from defectcam.weights import WeightsMetadata
 
 
 def calibrate_cam_scale(model: DefectClassifier, positives: Dataset, metadata: WeightsMetadata,

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from defectcam.build import build_classifier, normalize_batch
-from defectcam.modeling import DefectClassifier
+from defectcam.core.model import DefectClassifier, build_classifier
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.training.checkpoint import load_checkpoint, save_checkpoint
-from defectcam.weights import WeightsMetadata, load_weights, save_weights
 
 
 @dataclass

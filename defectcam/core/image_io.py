@@ -1,7 +1,8 @@
 """Request images -> RGB uint8 arrays, exactly as CVAT displays the frame.
 
 Everything a client can get wrong raises :class:`ImageInputError` with an HTTP status and a
-message naming the problem; nothing here logs or prints.
+message naming the problem; nothing here logs or prints. Messages speak of the request's
+``'image'`` (base64) unless the caller names a file (``name=``, the command line).
 
 EXIF orientation: CVAT bakes it into the frames it stores (``cvat/apps/engine/
 media_extractors.py``: ``ZipChunkWriter.save_as_chunk`` and ``IChunkWriter._compress_image``
@@ -21,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import os
 import re
 from dataclasses import dataclass
 
@@ -30,7 +30,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Default pixel limit (width x height): 40 MP covers 5K x 5K (26 MP) and 6000 x 6000.
 DEFAULT_MAX_PIXELS = 40_000_000
-MAX_PIXELS_ENV = "DEFECTCAM_MAX_PIXELS"
 #: Smallest accepted side: the classifier works on 8-pixel cells; a thinner image is no photo.
 MIN_SIDE = 8
 
@@ -66,20 +65,6 @@ class DecodedImage:
         return int(self.rgb.shape[1])
 
 
-def max_pixels_from_env(default: int = DEFAULT_MAX_PIXELS) -> int:
-    """``DEFECTCAM_MAX_PIXELS`` as a positive int (a bad value is a deployment error)."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from exc
-    if value <= 0:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be positive, got {value}")
-    return value
-
-
 def decode_base64(text: str) -> bytes:
     """Strict base64 (a ``data:image/...;base64,`` prefix and line breaks are tolerated)."""
     text = _DATA_URL.sub("", text.strip(), count=1)
@@ -95,47 +80,56 @@ def decode_base64(text: str) -> bytes:
     return data
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Image file bytes -> upright RGB uint8, checking size before decoding any pixel."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, name: str | None = None,
+                 limit_name: str | None = None) -> DecodedImage:
+    """Image file bytes -> upright RGB uint8, checking size before decoding any pixel.
+
+    ``name``: the file the bytes come from (messages then speak of it, not of a request's
+    base64 ``'image'``); ``limit_name``: what sets ``max_pixels`` (named in the 413 message).
+    """
+    what = name if name is not None else "'image'"
+    expected = "a JPEG or PNG file" if name is not None else "the base64 of a JPEG or PNG file"
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise _too_large_error(None, max_pixels) from exc
+        raise _too_large_error(what, None, max_pixels, limit_name) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(
-            f"'image' is not a readable image file ({len(data)} bytes; "
-            "expected the base64 of a JPEG or PNG file)"
+            f"{what} is not a readable image file ({len(data)} bytes; expected {expected})"
         ) from exc
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise _too_large_error((width, height), max_pixels)
+            raise _too_large_error(what, (width, height), max_pixels, limit_name)
         if min(width, height) < MIN_SIDE:
             raise ImageInputError(
-                f"image is {width}x{height} pixels; both sides must be at least {MIN_SIDE}"
+                f"{what} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}"
             )
         source_mode, fmt = image.mode, image.format or "unknown"
         try:
             image.load()
         except Image.DecompressionBombError as exc:
-            raise _too_large_error((width, height), max_pixels) from exc
+            raise _too_large_error(what, (width, height), max_pixels, limit_name) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageInputError(
-                f"image data is truncated or corrupt ({fmt} {width}x{height}: {exc})"
+                f"{what}: image data is truncated or corrupt ({fmt} {width}x{height}: {exc})"
             ) from exc
         orientation = _orientation(image)
         rgb = pil_to_rgb(image)
     return DecodedImage(rgb=rgb, source_mode=source_mode, format=fmt, orientation=orientation)
 
 
-def decode_base64_image(text: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    return decode_image(decode_base64(text), max_pixels=max_pixels)
+def decode_base64_image(text: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                        limit_name: str | None = None) -> DecodedImage:
+    return decode_image(decode_base64(text), max_pixels=max_pixels, limit_name=limit_name)
 
 
-def _too_large_error(size: tuple[int, int] | None, max_pixels: int) -> ImageInputError:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "too many pixels"
+def _too_large_error(what: str, size: tuple[int, int] | None, max_pixels: int,
+                     limit_name: str | None) -> ImageInputError:
+    pixels = f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else "too many pixels"
+    source = f" (set by {limit_name})" if limit_name else ""
     return ImageInputError(
-        f"image is too large ({what}); the limit is {max_pixels} pixels (set by {MAX_PIXELS_ENV})",
+        f"{what} is too large ({pixels}); the limit is {max_pixels} pixels{source}",
         status=413,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from defectcam.utils.masks import Proposal
+from defectcam.core.postprocess import Proposal
 
 #: RGB per defect; the same hues as the CVAT label colours of defectcam's task template.
 DEFECT_COLORS = {"crack": (250, 50, 83), "spalling": (51, 221, 255), "rust": (255, 160, 0)}

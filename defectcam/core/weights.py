@@ -6,7 +6,6 @@ the SHA-256 of the tensor file so that a sidecar from another training run is ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,9 +14,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from defectcam.build import IMAGENET_MEAN, IMAGENET_STD, build_classifier
-from defectcam.modeling import DefectClassifier
-from defectcam.refine import Refinement
+from defectcam.core.digest import file_sha256
+from defectcam.core.model import DefectClassifier, build_classifier
+from defectcam.core.refine import Refinement
+from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_VERSION = 1
 #: What a proposal's confidence can be (see ``WeightsMetadata.confidence``).
@@ -58,7 +58,7 @@ class WeightsMetadata:
     #: large blobs such as rust may run at 0.5, 4x fewer pixels; thin cracks stay at 1.0).
     #: Sidecars written before this field existed load with 1.0, the behaviour they had.
     working_scale: float = 1.0
-    #: Fitting proposals to image evidence (``defectcam.refine.Refinement`` as a dict; empty:
+    #: Fitting proposals to image evidence (``defectcam.core.refine.Refinement`` as a dict; empty:
     #: the map alone, the paper's post-processing).
     refinement: dict = field(default_factory=dict)
     #: What a proposal's confidence is: ``tile`` (the classifier's probability for the tile
@@ -105,14 +105,6 @@ class WeightsMetadata:
 
 def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(model: DefectClassifier, metadata: WeightsMetadata, path: str | Path) -> Path:

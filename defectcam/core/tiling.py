@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defectcam.modeling.classifier import INPUT_MULTIPLE
-
 
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
@@ -59,7 +57,11 @@ def axis_weights(length: int, starts: list[int], tile: int, feather: int) -> lis
 
 @dataclass
 class TileGrid:
-    """Tiles of one image: all of size (tile_h, tile_w); the image is padded when smaller."""
+    """Tiles of one image: all of size (tile_h, tile_w); the image is padded when smaller.
+
+    ``multiple``: the model's input sides must be multiples of it (the classifier's
+    ``INPUT_MULTIPLE``); a tile shrunk to a small image is rounded up to it.
+    """
 
     height: int
     width: int
@@ -71,13 +73,14 @@ class TileGrid:
     wx: list[np.ndarray]
 
     @classmethod
-    def build(cls, height: int, width: int, tile: int, overlap: int, feather: int = 16):
-        if tile % INPUT_MULTIPLE:
-            raise ValueError(f"tile size {tile} must be a multiple of {INPUT_MULTIPLE}")
+    def build(cls, height: int, width: int, tile: int, overlap: int, *, multiple: int,
+              feather: int = 16) -> TileGrid:
+        if multiple < 1 or tile % multiple:
+            raise ValueError(f"tile size {tile} must be a multiple of {multiple}")
         if not 0 <= feather <= overlap:
             raise ValueError(f"feather {feather} must be within [0, overlap={overlap}]")
-        tile_h = min(tile, round_up(height, INPUT_MULTIPLE))
-        tile_w = min(tile, round_up(width, INPUT_MULTIPLE))
+        tile_h = min(tile, round_up(height, multiple))
+        tile_w = min(tile, round_up(width, multiple))
         ys, xs = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
         return cls(
             height, width, tile_h, tile_w, ys, xs,
@@ -112,10 +115,10 @@ class TileGrid:
 
 
 def extract_tile(image: np.ndarray, grid: TileGrid, i: int, j: int) -> np.ndarray:
-    """One (tile_h, tile_w, C) crop of the image, zero-padded where the image is smaller.
+    """One (tile_h, tile_w, C) crop of the image, padded where the image is smaller.
 
-    Zero padding is applied after normalisation by the caller's choice of fill value; here
-    padded pixels carry ``fill`` = the channel means so they normalise to 0.
+    Padded pixels get :data:`PAD_FILL`, the ImageNet mean colour, so that they normalise to
+    (almost) zero: the network sees "nothing" there rather than black.
     """
     ys, xs = grid.window(i, j)
     crop = image[ys, xs]

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectcam.predictor import DefectMap, DefectMapPredictor
-from defectcam.refine import Refinement
-from defectcam.utils.masks import Proposal, binarize_map, close_mask, mask_to_proposals
-from defectcam.weights import find_weights, load_weights
-
-#: The most AdvCAM steps one call may ask for: each costs a forward and a backward per tile.
-MAX_ITERATIONS = 32
+from defectcam.core.options import Limits, ProposeOptions
+from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
+from defectcam.core.predictor import DefectMap, DefectMapPredictor
+from defectcam.core.refine import Refinement
+from defectcam.core.weights import find_weights, load_weights
 
 
 @dataclass
@@ -70,12 +68,12 @@ class DefectProposer:
         return next(iter(self.predictors.values())).device
 
     def check_labels(self, labels: Sequence[str] | None) -> list[str]:
+        """The labels to run (None: all), each checked against the loaded classifiers with
+        the request contract's rule (core/options.py; OptionError is a ValueError)."""
         if labels is None:
             return list(self.predictors)
-        unknown = [lab for lab in labels if lab not in self.predictors]
-        if unknown:
-            raise ValueError(f"unknown labels {unknown}; this model knows {list(self.labels)}")
-        return list(dict.fromkeys(labels))
+        options = ProposeOptions.build({"labels": list(labels)}, limits=Limits(labels=self.labels))
+        return list(options.labels)
 
     def propose(
         self,
@@ -113,10 +111,8 @@ class DefectProposer:
         classifier's probability for the tile that holds the proposal's strongest pixel
         (``tile``) or that pixel's value on the normalised map (``peak``).
         """
-        if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
-            raise ValueError(f"iterations must be within 0..{MAX_ITERATIONS}, got {iterations}")
-        if cam_threshold is not None and not 0.0 <= cam_threshold < 1.0:
-            raise ValueError(f"cam_threshold must be within [0, 1), got {cam_threshold}")
+        # The request contract's bounds (core/options.py; OptionError is a ValueError).
+        ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)
         screen_threshold = (0.5 if screen is True else float(screen)) if screen else None
         result = ProposalResult(proposals=[])
         for label in self.check_labels(labels):
@@ -134,7 +130,7 @@ class DefectProposer:
         image: np.ndarray | None = None,
     ) -> list[Proposal]:
         """Threshold, fit to image evidence (when the weights ask for it), close, split into
-        components, drop small ones (method.md section 5; ``defectcam.refine``).
+        components, drop small ones (method.md section 5; ``defectcam.core.refine``).
 
         ``image`` is the RGB image the map was made of; weights with a refinement need it.
         """

@@ -78,6 +78,15 @@ class DefectClassifier(nn.Module):
         return ClassifierOutput(logit=logit, cam=cam)
 
 
+def build_classifier(seed: int | None = None) -> DefectClassifier:
+    """A fresh (untrained) classifier; ``seed`` makes its initial weights reproducible."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return DefectClassifier()
+    return DefectClassifier()
+
+
 def fold_batchnorm(model: DefectClassifier) -> DefectClassifier:
     """An inference copy of ``model`` with every eval-mode BatchNorm folded into its conv.
 

@@ -1,24 +1,13 @@
-"""Factory: build the classifier, and normalise images into its input."""
+"""The model's input transform: uint8 photos -> ImageNet-normalised float batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from defectcam.modeling import DefectClassifier
-
 #: ImageNet statistics, hard-coded because no pretrained weights can be fetched here.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def build_classifier(seed: int | None = None) -> DefectClassifier:
-    """A fresh (untrained) classifier; ``seed`` makes its initial weights reproducible."""
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return DefectClassifier()
-    return DefectClassifier()
 
 
 def normalize_batch(

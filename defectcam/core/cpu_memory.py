@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
+
+from defectcam.config import malloc_tuning
 
 #: glibc's mallopt parameter numbers (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -33,7 +34,7 @@ def keep_large_allocations_in_heap() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("DEFECTCAM_MALLOC_TUNING", "1") == "0":
+    if not malloc_tuning():
         return False
     name = ctypes.util.find_library("c")
     try:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from defectcam.advcam import AdvCAMSettings, advcam_climb
-from defectcam.build import normalize_batch
-from defectcam.device import resolve_device
-from defectcam.modeling import DefectClassifier, fold_batchnorm
-from defectcam.utils.amg import TileGrid, extract_tile, stitch_tiles
-from defectcam.utils.cpu_memory import keep_large_allocations_in_heap
-from defectcam.weights import WeightsMetadata
+from defectcam.core.advcam import AdvCAMSettings, advcam_climb
+from defectcam.core.cpu_memory import keep_large_allocations_in_heap
+from defectcam.core.device import resolve_device
+from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
+from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
+from defectcam.core.transforms import normalize_batch
+from defectcam.core.weights import WeightsMetadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,7 +50,7 @@ class DefectMap:
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """CUDA when present, else CPU, unless told otherwise; checked (``defectcam.device``)."""
+    """CUDA when present, else CPU, unless told otherwise; checked (``defectcam.core.device``)."""
     return resolve_device(device)
 
 
@@ -111,7 +111,7 @@ class DefectMapPredictor:
         settings = self.settings(iterations)
         m = self.metadata
         grid = TileGrid.build(image.shape[0], image.shape[1], tile_size or m.tile_size,
-                              m.tile_overlap)
+                              m.tile_overlap, multiple=INPUT_MULTIPLE)
         acc = np.zeros(image.shape[:2], dtype=np.float32)
         probability = np.zeros((len(grid.ys), len(grid.xs)), dtype=np.float32)
         climbed = np.zeros_like(probability, dtype=bool)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from defectcam.modeling import DefectClassifier
+from defectcam.core.model import DefectClassifier
 
 _EPS = 1e-12
 

@@ -1,0 +1,240 @@
+"""Every ``DEFECTCAM_*`` environment variable, read here and nowhere else, and the one
+weights resolver.
+
+Variable: what it sets (unset)
+
+- DEFECTCAM_WEIGHTS: weights folder or one ``.safetensors`` file (the repository's weights/)
+- DEFECTCAM_DEVICE: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (auto: CUDA when present)
+- DEFECTCAM_PRECISION: ``fp32``, ``bf16``, ``fp16`` (fp32)
+- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (40,000,000)
+- DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for (32, the engine's bound)
+- DEFECTCAM_CONFIDENCE_THRESHOLD: ``min_confidence`` of a request that sends none (0.5)
+- DEFECTCAM_LOG_DB: interaction log (SQLite); empty or ``off``: no log (:func:`log_path`)
+- DEFECTCAM_LOG_SYNC: SQLite ``synchronous`` of the log, NORMAL or FULL (NORMAL)
+- DEFECTCAM_MAX_BODY_BYTES: ``defectcam serve``'s body limit (the yaml's maxRequestBodySize)
+- DEFECTCAM_MALLOC_TUNING: ``0`` keeps glibc's malloc thresholds on CPU (tuned)
+- DEFECTCAM_SHARED_DATA: the real data sets for training, evaluation, tests (../shared/data)
+
+The function yaml files set the request limits (:data:`REQUEST_ENV`); ``defectcam serve``
+takes them from there where the environment does not set them, so that it answers as the
+deployed function does. Every face (Nuclio, ``defectcam serve``, the cvat-sdk function,
+``defectcam propose``) builds its :class:`Settings` with :meth:`Settings.from_env`.
+
+This module imports nothing heavy: the console script reads it before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from defectcam.core.image_io import DEFAULT_MAX_PIXELS
+from defectcam.core.options import DEFAULT_MIN_CONFIDENCE, MAX_ITERATIONS, Limits
+
+WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"
+DEVICE_ENV = "DEFECTCAM_DEVICE"
+PRECISION_ENV = "DEFECTCAM_PRECISION"
+MAX_PIXELS_ENV = "DEFECTCAM_MAX_PIXELS"
+MAX_ITERATIONS_ENV = "DEFECTCAM_MAX_ITERATIONS"
+CONFIDENCE_THRESHOLD_ENV = "DEFECTCAM_CONFIDENCE_THRESHOLD"
+LOG_DB_ENV = "DEFECTCAM_LOG_DB"
+LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"
+MAX_BODY_ENV = "DEFECTCAM_MAX_BODY_BYTES"
+MALLOC_TUNING_ENV = "DEFECTCAM_MALLOC_TUNING"
+SHARED_DATA_ENV = "DEFECTCAM_SHARED_DATA"
+
+#: What a request may ask for and what it gets by default: the yaml files set these, and
+#: ``defectcam serve`` reads them from there. Per-option defaults join this list.
+REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, CONFIDENCE_THRESHOLD_ENV)
+#: Request option -> the variable that presets it for requests without the key (each has the
+#: option's name as a :class:`Settings` field; :meth:`Settings.limits` hands them on).
+OPTION_DEFAULT_ENV = {"min_confidence": CONFIDENCE_THRESHOLD_ENV}
+
+REPO = Path(__file__).resolve().parents[1]
+#: The repository's weights/ folder (exists in a source checkout / editable install).
+REPO_WEIGHTS = REPO / "weights"
+#: Inside the Nuclio container (the function directory is copied to /opt/nuclio); the
+#: function yaml mounts a volume on /opt/nuclio/data so that the log outlives the container.
+CONTAINER_LOG_PATH = Path("/opt/nuclio/data/defectcam-log.sqlite")
+LOCAL_LOG_PATH = Path("runs/defectcam-log.sqlite")
+LOG_DISABLED_VALUES = ("", "off", "none", "false", "0", "disabled")
+LOG_SYNC_VALUES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The keys of ``defectcam.core.predictor.PRECISIONS`` (named here without importing torch;
+#: tests/test_options.py keeps them equal).
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+#: Same as ``maxRequestBodySize`` in function.yaml / function-gpu.yaml.
+DEFAULT_MAX_BODY_BYTES = 134_217_728
+
+
+#: Setting -> the variable that sets it.
+_VARIABLES = {
+    "weights": WEIGHTS_ENV, "device": DEVICE_ENV, "precision": PRECISION_ENV,
+    "max_pixels": MAX_PIXELS_ENV, "max_iterations": MAX_ITERATIONS_ENV,
+    "min_confidence": CONFIDENCE_THRESHOLD_ENV, "log_db": LOG_DB_ENV,
+}
+
+
+class ConfigError(ValueError):
+    """A setting an operator got wrong; the message names the variable (or option)."""
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str:
+    return environ.get(name, "").strip()
+
+
+def resolve_weights(explicit: str | Path | None = None,
+                    environ: Mapping[str, str] | None = None) -> Path:
+    """The weights to load: ``explicit``, else ``$DEFECTCAM_WEIGHTS``, else ``weights/`` of the
+    repository."""
+    if explicit is not None and str(explicit).strip():
+        return Path(explicit).expanduser()
+    value = _raw(_environ(environ), WEIGHTS_ENV)
+    return Path(value).expanduser() if value else REPO_WEIGHTS
+
+
+def log_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``DEFECTCAM_LOG_DB``; unset: the container path when /opt/nuclio exists, else
+    ./runs/defectcam-log.sqlite; empty or "off": ``None`` (logging disabled)."""
+    raw = _environ(environ).get(LOG_DB_ENV)
+    if raw is None:
+        return CONTAINER_LOG_PATH if CONTAINER_LOG_PATH.parent.parent.is_dir() else LOCAL_LOG_PATH
+    return parse_log_path(raw)
+
+
+def parse_log_path(value: str) -> Path | None:
+    """A log path as an operator writes it: empty or "off" switch the log off."""
+    if value.strip().lower() in LOG_DISABLED_VALUES:
+        return None
+    return Path(value.strip()).expanduser()
+
+
+def log_sync(environ: Mapping[str, str] | None = None) -> str:
+    """``DEFECTCAM_LOG_SYNC`` (SQLite ``synchronous`` of the interaction log)."""
+    value = (_raw(_environ(environ), LOG_SYNC_ENV) or "NORMAL").upper()
+    if value not in LOG_SYNC_VALUES:
+        raise ConfigError(f"{LOG_SYNC_ENV} must be NORMAL or FULL, got {value!r}")
+    return value
+
+
+def max_body_bytes(environ: Mapping[str, str] | None = None,
+                   default: int = DEFAULT_MAX_BODY_BYTES) -> int:
+    """``DEFECTCAM_MAX_BODY_BYTES`` for ``defectcam serve`` (Nuclio's ``maxRequestBodySize``)."""
+    return _number(_environ(environ), MAX_BODY_ENV, default, int, low=1)
+
+
+def malloc_tuning(environ: Mapping[str, str] | None = None) -> bool:
+    """False when ``DEFECTCAM_MALLOC_TUNING=0`` switches the CPU malloc tuning off."""
+    return _raw(_environ(environ), MALLOC_TUNING_ENV) != "0"
+
+
+def shared_data_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$DEFECTCAM_SHARED_DATA``, else ``../shared/data`` beside the repository."""
+    value = _raw(_environ(environ), SHARED_DATA_ENV)
+    return Path(value) if value else REPO.parent / "shared" / "data"
+
+
+def _number(environ: Mapping[str, str], name: str, default, kind, low=None, high=None):
+    raw = _raw(environ, name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+            low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"within {low}..{high}"
+        raise ConfigError(f"{name} must be {bounds}, got {raw}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an operator sets for a worker: where the weights are, how they run, the request
+    limits and defaults, and where the interaction log goes. ``origins`` says, per setting,
+    where its value came from (an environment variable, a file, the command line, default)."""
+
+    weights: Path | tuple[Path, ...] = REPO_WEIGHTS
+    device: str | None = None
+    precision: str = "fp32"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_iterations: int = MAX_ITERATIONS
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    log_db: Path | None = LOCAL_LOG_PATH
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.device is not None and self.device.strip().lower() in ("", "auto"):
+            object.__setattr__(self, "device", None)  # auto: CUDA when present
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 origins: Mapping[str, str] | None = None) -> Settings:
+        """The settings of ``environ`` (default ``os.environ``); a bad value raises
+        :class:`ConfigError` naming the variable. ``origins`` labels variables that came
+        from elsewhere than the environment (``defectcam serve``: the function's yaml)."""
+        env = _environ(environ)
+        device = _raw(env, DEVICE_ENV) or None
+        precision = _raw(env, PRECISION_ENV) or "fp32"
+        if precision not in PRECISION_NAMES:
+            raise ConfigError(
+                f"{PRECISION_ENV} must be one of {list(PRECISION_NAMES)}, got {precision!r}")
+        labels = dict(origins or {})
+        where = {}
+        for key, name in _VARIABLES.items():
+            given = name in env if name == LOG_DB_ENV else bool(_raw(env, name))
+            where[key] = labels.get(name, name) if given else "default"
+        return cls(
+            weights=resolve_weights(None, env),
+            device=device,
+            precision=precision,
+            max_pixels=_number(env, MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, int, low=1),
+            max_iterations=_number(env, MAX_ITERATIONS_ENV, MAX_ITERATIONS, int, 0,
+                                   MAX_ITERATIONS),
+            min_confidence=_number(env, CONFIDENCE_THRESHOLD_ENV, DEFAULT_MIN_CONFIDENCE,
+                                   float, 0.0, 1.0),
+            log_db=log_path(env),
+            origins=where,
+        )
+
+    def override(self, origin: str, **values: Any) -> Settings:
+        """These settings with ``values`` replaced (command-line options, cvat-sdk parameters:
+        pass only those given), their origin recorded as ``origin``."""
+        for key in values:
+            if key not in self.__dataclass_fields__ or key == "origins":
+                raise TypeError(f"unknown setting {key!r}")
+        return dataclasses.replace(self, **values,
+                                   origins={**self.origins, **dict.fromkeys(values, origin)})
+
+    def limits(self, labels: tuple[str, ...] | None = None) -> Limits:
+        """The request limits and defaults these settings impose (``labels``: what the loaded
+        weights know; default: every label of the function spec)."""
+        defaults = {option: getattr(self, option) for option in OPTION_DEFAULT_ENV}
+        source = MAX_ITERATIONS_ENV if self.max_iterations < MAX_ITERATIONS else None
+        kwargs = {"labels": tuple(labels)} if labels is not None else {}
+        return Limits(max_iterations=self.max_iterations, max_iterations_source=source,
+                      defaults=defaults, **kwargs)
+
+    def as_dict(self) -> dict[str, str]:
+        """Every setting as text (for a log line)."""
+        return {
+            "weights": str(self.weights), "device": self.device or "auto",
+            "precision": self.precision, "max_pixels": str(self.max_pixels),
+            "max_iterations": str(self.max_iterations),
+            "min_confidence": f"{self.min_confidence:g}",
+            "log_db": str(self.log_db) if self.log_db else "off",
+        }
+
+    def describe(self) -> list[str]:
+        """One line per setting: its value and where it came from."""
+        return [f"{key} = {value} ({self.origins.get(key, 'default')})"
+                for key, value in self.as_dict().items()]

@@ -1,0 +1,290 @@
+"""The request contract: every option of a proposal request, its bounds and its default,
+defined once, with one constructor per face and one validation that raises
+:class:`OptionError` naming the key as that face spells it.
+
+Option (bounds; default): Nuclio / HTTP body key, cvat-sdk, ``defectcam propose``
+
+- ``min_confidence`` ([0, 1]; 0.5): ``threshold``, ``--conf-threshold``, ``--min-confidence``
+- ``iterations`` (0..32; the weights'): ``iterations``, ``-p iterations=int:N``,
+  ``--iterations``
+- ``cam_threshold`` ((0, 1); the weights'): ``cam_threshold``, ``-p cam_threshold=float:X``,
+  ``--cam-threshold``
+- ``labels`` (known labels; all): ``labels`` (a list), ``-p labels=str:a,b``, ``--labels a,b``
+- ``output`` (polygon, mask; polygon): ``output``, ``--conv-mask-to-poly`` (else masks),
+  ``--output``
+- ``screen`` (bool; false): ``screen``, ``-p screen=bool:true``, ``--screen``
+- ``name`` (str; none): ``name``, the frame's name, the file's name
+
+``threshold`` and ``conf_threshold`` are CVAT's own names (CVAT sends the former, cvat-sdk's
+driver the latter); both mean ``min_confidence``: a proposal's confidence (the classifier's
+probability for the tile holding its peak) must reach it. ``cam_threshold`` is a different
+thing: the binarisation of the normalised map. An operator's :class:`Limits` cap the
+iterations and preset defaults for keys a request leaves out
+(``DEFECTCAM_CONFIDENCE_THRESHOLD``, ``defectcam.config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from defectcam.core.labels import LABEL_NAMES
+
+#: The most AdvCAM steps a request may ask for: each costs a forward and a backward per tile.
+MAX_ITERATIONS = 32
+#: Confidence a proposal needs when a request sets none (CVAT's dialog default too).
+DEFAULT_MIN_CONFIDENCE = 0.5
+#: CVAT shape types a face can answer.
+OUTPUT_TYPES = ("polygon", "mask")
+
+
+class OptionError(ValueError):
+    """A request option (or the request itself) is wrong: answered with ``status`` (400) and
+    the message; ``key`` is the option as the face that received it spells it."""
+
+    def __init__(self, message: str, key: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.key, self.status = message, key, status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an operator allows and presets for requests.
+
+    ``max_iterations``: the most AdvCAM steps a request may ask for (named in the error as
+    ``max_iterations_source``, e.g. ``DEFECTCAM_MAX_ITERATIONS``, when set); ``labels``: what
+    the loaded weights (or the function spec) know; ``defaults``: option -> value for
+    requests that leave the key out (overrides the contract's default).
+    """
+
+    max_iterations: int = MAX_ITERATIONS
+    max_iterations_source: str | None = None
+    labels: tuple[str, ...] = LABEL_NAMES
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def default(self, option: str) -> Any:
+        if option in self.defaults:
+            return self.defaults[option]
+        return _DEFAULTS[option]
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How one face names the options: ``keys`` maps an option to the face's key where the
+    two differ; ``quote`` shows a key in a message (``'{}'`` gives ``'threshold'``)."""
+
+    keys: Mapping[str, str] = field(default_factory=dict)
+    quote: str = "{}"
+
+    def key(self, option: str) -> str:
+        return self.keys.get(option, option)
+
+    def show(self, option: str) -> str:
+        return self.quote.format(self.key(option))
+
+
+def _dashed(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
+#: The internal names (library callers, the interaction log).
+INTERNAL = Spelling()
+#: A Nuclio / ``defectcam serve`` JSON body: CVAT sends ``threshold``.
+BODY = Spelling({"min_confidence": "threshold"}, "'{}'")
+#: cvat-sdk: ``-p NAME=TYPE:VALUE`` parameters, ``conf_threshold`` from the driver.
+CVAT_SDK = Spelling({"min_confidence": "conf_threshold"}, "parameter '{}'")
+#: ``defectcam propose`` options.
+CLI = Spelling({name: _dashed(name) for name in (
+    "min_confidence", "iterations", "cam_threshold", "labels", "output", "screen", "name")})
+
+
+@dataclass(frozen=True)
+class ProposeOptions:
+    """One proposal request's options, validated (see the module docstring for each)."""
+
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    iterations: int | None = None
+    cam_threshold: float | None = None
+    labels: tuple[str, ...] | None = None
+    output: str = "polygon"
+    screen: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        # Direct construction is checked against the engine's bounds (any label list); the
+        # face constructors check first, with the face's key names and the operator's limits.
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        checked = _validate(values, INTERNAL, Limits(labels=()), labels_known=False)
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def build(cls, values: Mapping[str, Any], spelling: Spelling = INTERNAL,
+              limits: Limits | None = None) -> ProposeOptions:
+        """Options from ``values`` (option name -> value as the face received it; absent or
+        ``None``: the default); raises :class:`OptionError` naming the face's key."""
+        limits = limits or Limits()
+        given = {key: value for key, value in values.items() if value is not None}
+        unknown = sorted(set(given) - set(_DEFAULTS))
+        if unknown:
+            raise TypeError(f"not request options: {unknown}")
+        full = {option: given.get(option, limits.default(option)) for option in _DEFAULTS}
+        return cls(**_validate(full, spelling, limits))
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], limits: Limits | None = None) -> ProposeOptions:
+        """From a Nuclio / HTTP JSON body (a dict; unknown keys, ``image`` included, are
+        left to the caller)."""
+        values = {option: body.get(BODY.key(option)) for option in _DEFAULTS}
+        return cls.build(values, BODY, limits)
+
+    @classmethod
+    def from_cvat_sdk(cls, parameters: Mapping[str, Any],
+                      limits: Limits | None = None) -> ProposeOptions:
+        """From cvat-cli's ``-p`` parameters (typed by ``NAME=TYPE:VALUE``; ``labels`` a
+        comma-separated string). Per-frame values come with :meth:`for_cvat_frame`."""
+        values = {option: parameters.get(option)
+                  for option in ("iterations", "cam_threshold", "screen")}
+        values["labels"] = _split(parameters.get("labels"))
+        return cls.build(values, CVAT_SDK, limits)
+
+    def for_cvat_frame(self, conf_threshold: float | None, conv_mask_to_poly: bool,
+                       frame_name: str | None, limits: Limits | None = None) -> ProposeOptions:
+        """These options for one frame of cvat-sdk's driver or agent: its ``conf_threshold``
+        (``None``: the default), polygons or masks, and the frame's name."""
+        limits = limits or Limits()
+        values = {**dataclasses.asdict(self), "min_confidence": conf_threshold,
+                  "output": "polygon" if conv_mask_to_poly else "mask", "name": frame_name}
+        return self.build(values, CVAT_SDK, limits)
+
+    @classmethod
+    def from_cli(cls, args: Any, limits: Limits | None = None) -> ProposeOptions:
+        """From ``defectcam propose``'s parsed arguments (``labels`` comma-separated)."""
+        values = {option: getattr(args, option, None) for option in _DEFAULTS}
+        values["labels"] = _split(values["labels"])
+        values["screen"] = values["screen"] or None  # a store_true flag: absent = default
+        return cls.build(values, CLI, limits)
+
+    # ------------------------------------------------------------------ uses
+
+    def propose_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``DefectProposer.propose_detailed`` (which keeps every
+        proposal: ``min_confidence`` is applied by the service that counts what it drops)."""
+        return {"iterations": self.iterations, "cam_threshold": self.cam_threshold,
+                "labels": list(self.labels) if self.labels is not None else None,
+                "screen": self.screen}
+
+    def to_log(self) -> dict[str, Any]:
+        """The options as the interaction log records them (internal names, no file name)."""
+        data = dataclasses.asdict(self)
+        data.pop("name")
+        data["labels"] = list(self.labels) if self.labels is not None else None
+        return data
+
+    def replace(self, **values: Any) -> ProposeOptions:
+        return dataclasses.replace(self, **values)
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ProposeOptions)}
+
+
+def check_limits(options: ProposeOptions, limits: Limits, spelling: Spelling = INTERNAL) -> None:
+    """Raise :class:`OptionError` when ``options`` ask for more than ``limits`` allow (for
+    options built elsewhere: a library caller's, or another worker's limits)."""
+    _validate(dataclasses.asdict(options), spelling, limits)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _split(value: Any) -> Any:
+    """A comma-separated label list as a list (other values are left for validation)."""
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return value
+
+
+def _validate(values: dict[str, Any], spelling: Spelling, limits: Limits,
+              labels_known: bool = True) -> dict[str, Any]:
+    out = dict(values)
+    out["min_confidence"] = _number(values["min_confidence"], "min_confidence", spelling,
+                                    closed=True)
+    if values["iterations"] is not None:
+        out["iterations"] = _iterations(values["iterations"], spelling, limits)
+    if values["cam_threshold"] is not None:
+        out["cam_threshold"] = _number(values["cam_threshold"], "cam_threshold", spelling,
+                                       closed=False)
+    if values["labels"] is not None:
+        out["labels"] = _labels(values["labels"], spelling, limits.labels if labels_known
+                                else None)
+    if values["output"] not in OUTPUT_TYPES:
+        raise OptionError(f"{spelling.show('output')} must be one of {list(OUTPUT_TYPES)}, "
+                          f"got {values['output']!r}", spelling.key("output"))
+    if not isinstance(values["screen"], bool):
+        raise OptionError(f"{spelling.show('screen')} must be true or false, got "
+                          f"{json_type(values['screen'])}", spelling.key("screen"))
+    if values["name"] is not None and not isinstance(values["name"], str):
+        raise OptionError(f"{spelling.show('name')} must be a string, got "
+                          f"{json_type(values['name'])}", spelling.key("name"))
+    return out
+
+
+def _number(value: Any, option: str, spelling: Spelling, closed: bool) -> float:
+    key, shown = spelling.key(option), spelling.show(option)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise OptionError(f"{shown} must be a number, got {json_type(value)}", key)
+    inside = 0.0 <= value <= 1.0 if closed else 0.0 < value < 1.0
+    if not inside:
+        raise OptionError(f"{shown} must be in {'[0, 1]' if closed else '(0, 1)'}, got {value}",
+                          key)
+    return float(value)
+
+
+def _iterations(value: Any, spelling: Spelling, limits: Limits) -> int:
+    key, shown = spelling.key("iterations"), spelling.show("iterations")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"{shown} must be an integer, got {json_type(value)}", key)
+    high = min(limits.max_iterations, MAX_ITERATIONS)
+    if not 0 <= value <= high:
+        source = f" (limit set by {limits.max_iterations_source})" if (
+            limits.max_iterations_source) else ""
+        raise OptionError(f"{shown} must be between 0 and {high}{source}, got {value}", key)
+    return value
+
+
+def _labels(value: Any, spelling: Spelling, known: tuple[str, ...] | None) -> tuple[str, ...]:
+    key, shown = spelling.key("labels"), spelling.show("labels")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise OptionError(f"{shown} must be a list of label names, got {json_type(value)}", key)
+    if not value:
+        raise OptionError(f"{shown} is empty; choose from {list(known or LABEL_NAMES)}", key)
+    if known is not None:
+        unknown = sorted({v for v in value if v not in known})
+        if unknown:
+            raise OptionError(f"unknown label(s) {unknown} in {shown}; this function knows "
+                              f"{list(known)}", key)
+    return tuple(dict.fromkeys(value))
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a value, for messages ("got string")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number" if math.isfinite(value) else f"non-finite number {value}"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,73 @@
+"""The Nuclio face's transport: a request body in, a status and a JSON payload out.
+
+``main.py`` and ``model_handler.py`` (CVAT's function layout, at the repository root) wire
+these to the service; ``defectcam serve`` runs that same ``main.handler``. The request keys,
+their bounds and defaults are the request contract's (``defectcam.core.options``): CVAT sends
+``image`` and sometimes ``threshold``; other clients may add the other options and ``name``;
+unknown keys are ignored.
+
+Answers: 200 with a JSON list of CVAT shapes; 400 (bad request) or 413 (image over the pixel
+limit) with ``{"error": ..., "key": ...}`` naming the problem, logged as one warning line;
+503 (out of memory) or 500 (a bug) with a short message, the traceback only in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+
+from defectcam.core.image_io import ImageInputError
+from defectcam.core.options import Limits, OptionError, ProposeOptions, json_type
+
+OUT_OF_MEMORY = "out of memory; try a smaller image"
+
+
+def read_body(body: Any) -> dict:
+    """The event body (dict, JSON bytes or JSON text) as a dict; :class:`OptionError` else."""
+    # Nuclio hands a dict for JSON content, bytes otherwise (or when its own parse failed).
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        try:
+            body = bytes(body).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise OptionError("request body is not UTF-8 text; expected a JSON object") from exc
+    if body is None or (isinstance(body, str) and not body.strip()):
+        raise OptionError('request body is empty; expected a JSON object {"image": "<base64>"}')
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            # str(exc) reads "Expecting value: line 1 column 1 (char 0)".
+            raise OptionError(f"request body is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise OptionError(f"request body must be a JSON object, got {json_type(body)}")
+    return body
+
+
+def read_request(body: Any, limits: Limits | None = None) -> tuple[str, ProposeOptions]:
+    """(base64 image, options) of a request body; :class:`OptionError` names what is wrong."""
+    data = read_body(body)
+    image = data.get("image")
+    if image is None:
+        raise OptionError("missing 'image': expected the base64 of an image file", "image")
+    if not isinstance(image, str):
+        raise OptionError(f"'image' must be a base64 string, got {json_type(image)}", "image")
+    return image, ProposeOptions.from_body(data, limits)
+
+
+def error_answer(exc: Exception, logger: Any) -> tuple[int, dict]:
+    """(status, payload) for an exception raised while answering, logged through ``logger``
+    (a Nuclio logger): client errors as one line, anything else with its traceback."""
+    if isinstance(exc, (OptionError, ImageInputError)):
+        key = "image" if isinstance(exc, ImageInputError) else exc.key
+        logger.warn_with("rejected request", status=exc.status, error=exc.message)
+        return exc.status, {"error": exc.message, **({"key": key} if key else {})}
+    logger.error_with("handler failed", traceback=traceback.format_exc())
+    if isinstance(exc, MemoryError) or _is_out_of_memory(exc):
+        return 503, {"error": OUT_OF_MEMORY}
+    # A bug or a broken model: a short answer, the details in the log.
+    return 500, {"error": f"internal error ({type(exc).__name__}); see the function log"}
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

@@ -1,0 +1,133 @@
+"""The proposal service: what every face calls.
+
+The Nuclio function (``main.py`` / ``model_handler.py``, also behind ``defectcam serve``), the
+cvat-sdk function and agent (``defectcam.cvat_function``) and ``defectcam propose`` each turn
+their request into :class:`~defectcam.core.options.ProposeOptions` and an RGB image, and call
+:meth:`ProposalService.propose`. The service owns what they share: the proposer, the guard
+against weights whose labels the CVAT spec does not declare, the request limits, the model
+version, the confidence filter and the interaction log, so every answered proposal, whatever
+the face, reaches the feedback loop.
+
+One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
+its own and send it one request at a time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from defectcam.config import ConfigError, Settings
+from defectcam.core.cvat import proposals_to_cvat_shapes
+from defectcam.core.labels import LABEL_NAMES
+from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions, Spelling
+from defectcam.core.options import check_limits as _check_limits
+from defectcam.core.postprocess import Proposal
+from defectcam.core.proposer import DefectProposer
+from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
+
+
+def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
+    """The label guard: weights whose labels the function spec does not declare are refused
+    (CVAT silently drops shapes of labels it does not know)."""
+    foreign = [name for name in labels if name not in LABEL_NAMES]
+    if foreign:
+        raise ConfigError(
+            f"weights in {weights} have labels {foreign} that the function spec "
+            f"(defectcam/core/labels.py: {list(LABEL_NAMES)}) does not list")
+
+
+@dataclass
+class Answer:
+    """The proposals of one request (those reaching ``options.min_confidence``), how many
+    fell below it, the maps they came from, the time, and the interaction log's request id
+    (``None``: logging off or not written)."""
+
+    proposals: list[Proposal]
+    options: ProposeOptions
+    width: int
+    height: int
+    left_out: int = 0
+    maps: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    request_id: int | None = None
+
+    def shapes(self) -> list[dict]:
+        """The CVAT shape dicts the Nuclio function answers (``options.output`` type)."""
+        return proposals_to_cvat_shapes(self.proposals, self.options.output)
+
+
+class ProposalService:
+    """The proposer of one worker plus everything the faces share (see the module docstring)."""
+
+    def __init__(self, proposer: DefectProposer, settings: Settings | None = None,
+                 log: ProposalLog | None = None, logger: Any = None) -> None:
+        self.proposer = proposer
+        self.settings = settings or Settings()
+        check_spec_labels(proposer.labels, self.settings.weights)
+        self.labels: tuple[str, ...] = tuple(proposer.labels)
+        self.limits: Limits = self.settings.limits(self.labels)
+        self.model_version = model_version_of(proposer)
+        self.log = log
+        self.logger = logger
+
+    @classmethod
+    def from_settings(cls, settings: Settings, logger: Any = None,
+                      tile_batch: int | None = None) -> ProposalService:
+        """Load the weights ``settings`` name; the log is ``settings.log_db`` (None: off)."""
+        proposer = DefectProposer.from_weights(settings.weights, device=settings.device,
+                                               tile_batch=tile_batch,
+                                               precision=settings.precision)
+        log = ProposalLog(settings.log_db, logger) if settings.log_db is not None else None
+        return cls(proposer, settings, log, logger)
+
+    def check(self, options: ProposeOptions, spelling: Spelling = INTERNAL) -> None:
+        """Raise :class:`OptionError` when ``options`` ask for more than this worker allows
+        or knows (labels the weights lack)."""
+        _check_limits(options, self.limits, spelling)
+
+    def propose(self, image: np.ndarray, options: ProposeOptions, *,
+                image_sha256: str | None = None, face: str = "library",
+                progress: Callable[[int], None] | None = None) -> Answer:
+        """Proposals for ``image`` ((H, W, 3) uint8 RGB, upright), logged.
+
+        ``image_sha256``: of the image *file* the request carried (the feedback loop finds
+        the frame in a CVAT export by it); a face that only has pixels (cvat-sdk) leaves it
+        out and the pixels' hash is logged, the frame then being found by ``options.name``.
+        ``face`` goes into the log's parameters (which way the request came).
+        """
+        self.check(options)
+        start = time.perf_counter()
+        result = self.proposer.propose_detailed(image, **options.propose_kwargs(),
+                                                progress=progress)
+        kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
+        seconds = time.perf_counter() - start
+        height, width = image.shape[:2]
+        sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
+        # Never raises: a log that cannot be written is reported, the answer goes out.
+        request_id = log_proposals(self.log, sha, (width, height), options.name,
+                                   {**options.to_log(), "face": face}, self.model_version,
+                                   kept, seconds)
+        answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
+                        result.maps, seconds, request_id)
+        _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
+              left_out=answer.left_out, seconds=round(seconds, 3))
+        return answer
+
+
+def _info(logger: Any, message: str, **fields: Any) -> None:
+    """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
+    if logger is None:
+        return
+    if hasattr(logger, "info_with"):
+        logger.info_with(message, **fields)
+    else:
+        logger.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+
+__all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels"]

@@ -1,0 +1,221 @@
+"""The request contract, once: every option's bounds and default against ``ProposeOptions``
+(in each face's spelling), the operator's limits, and the settings every face reads
+(``defectcam.config``). The faces keep only their transport cases; tests/test_contract.py
+runs one table through all of them."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+
+from defectcam.config import (
+    CONFIDENCE_THRESHOLD_ENV,
+    MAX_ITERATIONS_ENV,
+    MAX_PIXELS_ENV,
+    PRECISION_ENV,
+    PRECISION_NAMES,
+    REPO_WEIGHTS,
+    WEIGHTS_ENV,
+    ConfigError,
+    Settings,
+    log_path,
+    resolve_weights,
+)
+from defectcam.core.image_io import DEFAULT_MAX_PIXELS
+from defectcam.core.options import (
+    BODY,
+    CLI,
+    CVAT_SDK,
+    DEFAULT_MIN_CONFIDENCE,
+    INTERNAL,
+    MAX_ITERATIONS,
+    Limits,
+    OptionError,
+    ProposeOptions,
+    check_limits,
+)
+from defectcam.nuclio import read_body, read_request
+
+#: (option, value, the message's text after the key) -- each face's key goes in front.
+INVALID = [
+    ("min_confidence", "high", " must be a number, got string"),
+    ("min_confidence", True, " must be a number, got boolean"),
+    ("min_confidence", math.nan, " must be a number, got non-finite number nan"),
+    ("min_confidence", 1.5, " must be in [0, 1], got 1.5"),
+    ("min_confidence", -0.1, " must be in [0, 1], got -0.1"),
+    ("iterations", 10**9, " must be between 0 and 32, got 1000000000"),
+    ("iterations", -1, " must be between 0 and 32, got -1"),
+    ("iterations", 1.5, " must be an integer, got number"),
+    ("iterations", "2", " must be an integer, got string"),
+    ("iterations", True, " must be an integer, got boolean"),
+    ("cam_threshold", 0, " must be in (0, 1), got 0"),
+    ("cam_threshold", 1.0, " must be in (0, 1), got 1.0"),
+    ("cam_threshold", "0.1", " must be a number, got string"),
+    ("labels", "crack", " must be a list of label names, got string"),
+    ("labels", [1], " must be a list of label names, got array"),
+    ("labels", [], " is empty; choose from ['crack', 'spalling', 'rust']"),
+    ("output", "rectangle", " must be one of ['polygon', 'mask'], got 'rectangle'"),
+    ("screen", "yes", " must be true or false, got string"),
+    ("name", 5, " must be a string, got number"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), INVALID)
+@pytest.mark.parametrize("spelling", [INTERNAL, BODY, CVAT_SDK, CLI],
+                         ids=["internal", "body", "cvat-sdk", "cli"])
+def test_one_validation_names_the_key_as_each_face_spells_it(spelling, option, value,
+                                                              message) -> None:
+    with pytest.raises(OptionError) as info:
+        ProposeOptions.build({option: value}, spelling)
+    assert info.value.message == spelling.show(option) + message
+    assert info.value.key == spelling.key(option) and info.value.status == 400
+
+
+def test_face_spellings_of_the_confidence_threshold() -> None:
+    """One internal name; CVAT's own names where CVAT fixes them."""
+    assert BODY.show("min_confidence") == "'threshold'"
+    assert CVAT_SDK.show("min_confidence") == "parameter 'conf_threshold'"
+    assert CLI.show("min_confidence") == "--min-confidence"
+    assert ProposeOptions.from_body({"threshold": 0.25}).min_confidence == 0.25
+    assert ProposeOptions.from_body({"min_confidence": 0.25}).min_confidence == 0.5  # not a key
+
+
+def test_unknown_labels_are_named_with_what_the_function_knows() -> None:
+    limits = Limits(labels=("crack", "rust"))
+    with pytest.raises(OptionError) as info:
+        ProposeOptions.from_body({"labels": ["crack", "pothole", "spalling"]}, limits)
+    assert info.value.message == ("unknown label(s) ['pothole', 'spalling'] in 'labels'; this "
+                                  "function knows ['crack', 'rust']")
+
+
+def test_values_are_normalised() -> None:
+    options = ProposeOptions.from_body({"iterations": 2.0, "labels": ["rust", "crack", "rust"],
+                                        "threshold": 1, "cam_threshold": 0.3})
+    assert options.iterations == 2 and isinstance(options.iterations, int)
+    assert options.labels == ("rust", "crack") and options.min_confidence == 1.0
+    assert ProposeOptions.from_cvat_sdk({"labels": " crack, rust ,"}).labels == ("crack", "rust")
+
+
+def test_one_default_everywhere() -> None:
+    """No threshold sent, no --min-confidence, no conf_threshold: the function's 0.5."""
+    cli = argparse.Namespace(min_confidence=None, iterations=None, cam_threshold=None,
+                             labels=None, output="polygon", screen=False)
+    defaults = [ProposeOptions(), ProposeOptions.from_body({}), ProposeOptions.from_cli(cli),
+                ProposeOptions.from_cvat_sdk({}).for_cvat_frame(None, True, None)]
+    assert {o.min_confidence for o in defaults} == {DEFAULT_MIN_CONFIDENCE} == {0.5}
+    assert {(o.iterations, o.cam_threshold, o.labels, o.screen) for o in defaults} == {
+        (None, None, None, False)}
+
+
+def test_operator_presets_and_caps() -> None:
+    settings = Settings.from_env({CONFIDENCE_THRESHOLD_ENV: "0.3", MAX_ITERATIONS_ENV: "2"})
+    limits = settings.limits()
+    assert ProposeOptions.from_body({}, limits).min_confidence == 0.3
+    assert ProposeOptions.from_body({"threshold": 0.0}, limits).min_confidence == 0.0
+    assert ProposeOptions.from_body({"iterations": 2}, limits).iterations == 2
+    with pytest.raises(OptionError) as info:
+        ProposeOptions.from_body({"iterations": 3}, limits)
+    assert info.value.message == ("'iterations' must be between 0 and 2 (limit set by "
+                                  "DEFECTCAM_MAX_ITERATIONS), got 3")
+    with pytest.raises(OptionError, match=r"^--iterations must be between 0 and 2"):
+        check_limits(ProposeOptions(iterations=3), limits, CLI)  # built elsewhere
+
+
+def test_direct_construction_checks_the_engine_bounds() -> None:
+    """The proposer validates with the same type, so a library caller gets the same rule."""
+    with pytest.raises(OptionError, match=rf"^iterations must be between 0 and {MAX_ITERATIONS}"):
+        ProposeOptions(iterations=MAX_ITERATIONS + 1)
+    assert ProposeOptions(labels=["efflorescence"]).labels == ("efflorescence",)  # any weights
+    assert isinstance(OptionError("x"), ValueError)
+
+
+def test_propose_and_log_forms() -> None:
+    options = ProposeOptions(min_confidence=0.2, iterations=1, labels=("rust",), output="mask",
+                             screen=True, name="a.jpg")
+    assert options.propose_kwargs() == {"iterations": 1, "cam_threshold": None,
+                                        "labels": ["rust"], "screen": True}
+    assert options.to_log() == {"min_confidence": 0.2, "iterations": 1, "cam_threshold": None,
+                                "labels": ["rust"], "output": "mask", "screen": True}
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def test_request_body_parsing() -> None:
+    image, options = read_request(b'{"image": "abc", "threshold": 0.7, "extra": 1}')
+    assert image == "abc" and options.min_confidence == 0.7
+    with pytest.raises(OptionError) as info:
+        read_body('{"image": "x')
+    assert "at at" not in info.value.message  # issue 14.11
+    assert info.value.message == ("request body is not valid JSON (Unterminated string "
+                                  "starting at: line 1 column 11 (char 10))")
+    with pytest.raises(OptionError) as info:
+        read_request({"image": "abc", "threshold": 2})
+    assert info.value.key == "threshold"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_defaults_and_origins(tmp_path) -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert (settings.weights, settings.device, settings.precision) == (REPO_WEIGHTS, None, "fp32")
+    assert (settings.max_pixels, settings.max_iterations, settings.min_confidence) == (
+        DEFAULT_MAX_PIXELS, MAX_ITERATIONS, DEFAULT_MIN_CONFIDENCE)
+    assert set(settings.origins.values()) == {"default"}
+    env = {WEIGHTS_ENV: str(tmp_path), MAX_PIXELS_ENV: "1000", "DEFECTCAM_DEVICE": "auto",
+           MAX_ITERATIONS_ENV: "2", "DEFECTCAM_LOG_DB": "off"}
+    settings = Settings.from_env(env, origins={MAX_ITERATIONS_ENV: "function.yaml"})
+    assert (settings.weights, settings.max_pixels, settings.device, settings.log_db) == (
+        tmp_path, 1000, None, None)
+    assert settings.origins["max_pixels"] == MAX_PIXELS_ENV
+    assert settings.origins["max_iterations"] == "function.yaml"
+    assert "max_iterations = 2 (function.yaml)" in settings.describe()
+    changed = settings.override("command line", max_pixels=5, log_db=None)
+    assert changed.max_pixels == 5 and changed.origins["max_pixels"] == "command line"
+    with pytest.raises(TypeError):
+        settings.override("x", colour="red")
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    (MAX_PIXELS_ENV, "lots", "DEFECTCAM_MAX_PIXELS='lots' is not a valid int"),
+    (MAX_PIXELS_ENV, "-5", "DEFECTCAM_MAX_PIXELS must be at least 1, got -5"),
+    (MAX_PIXELS_ENV, "0", "DEFECTCAM_MAX_PIXELS must be at least 1, got 0"),
+    (MAX_ITERATIONS_ENV, "99", "DEFECTCAM_MAX_ITERATIONS must be within 0..32, got 99"),
+    (CONFIDENCE_THRESHOLD_ENV, "1.5", "DEFECTCAM_CONFIDENCE_THRESHOLD must be within 0.0..1.0"),
+    (CONFIDENCE_THRESHOLD_ENV, "nan", "DEFECTCAM_CONFIDENCE_THRESHOLD must be within"),
+    (PRECISION_ENV, "fp8", "DEFECTCAM_PRECISION must be one of ['fp32', 'bf16', 'fp16']"),
+])
+def test_bad_settings_name_the_variable(name, value, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    assert str(info.value).startswith(message)
+
+
+def test_one_weights_resolver_and_log_path(tmp_path) -> None:
+    assert resolve_weights(None, {}) == REPO_WEIGHTS
+    assert resolve_weights(None, {WEIGHTS_ENV: str(tmp_path)}) == tmp_path
+    assert resolve_weights(tmp_path / "x", {WEIGHTS_ENV: "elsewhere"}) == tmp_path / "x"
+    assert log_path({"DEFECTCAM_LOG_DB": " off "}) is None
+    assert log_path({"DEFECTCAM_LOG_DB": str(tmp_path / "l.db")}) == tmp_path / "l.db"
+
+
+def test_precision_names_are_the_predictors() -> None:
+    from defectcam.core.predictor import PRECISIONS
+
+    assert tuple(PRECISIONS) == PRECISION_NAMES
+
+
+def test_public_api() -> None:
+    import defectcam
+
+    assert defectcam.ProposeOptions is ProposeOptions and defectcam.Settings is Settings
+    for name in defectcam.__all__:
+        assert getattr(defectcam, name) is not None
+    with pytest.raises(AttributeError):
+        defectcam.not_a_name  # noqa: B018
+    assert Path(defectcam.__file__).parent.name == "defectcam"
