@@ -6,7 +6,10 @@ their request into :class:`~defectcam.core.options.ProposeOptions` and an RGB im
 :meth:`ProposalService.propose`. The service owns what they share: the proposer, the guard
 against weights whose labels the CVAT spec does not declare, the request limits, the model
 version, the confidence filter and the interaction log, so every answered proposal, whatever
-the face, reaches the feedback loop.
+the face, reaches the feedback loop. It also owns what every face must do alike for CVAT:
+
+- the AdvCAM steps of a request that sends none: ``DEFECTCAM_ITERATIONS``, else each
+  classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``.
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -22,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from defectcam.config import ConfigError, Settings
+from defectcam.config import LABELS_ENV, ConfigError, Settings
 from defectcam.core.cvat import proposals_to_cvat_shapes
 from defectcam.core.labels import LABEL_NAMES
 from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions, Spelling
 from defectcam.core.options import check_limits as _check_limits
 from defectcam.core.postprocess import Proposal
-from defectcam.core.proposer import DefectProposer
+from defectcam.core.proposer import DefectProposer, ProposalResult
 from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
 
 
@@ -45,8 +48,8 @@ def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
 @dataclass
 class Answer:
     """The proposals of one request (those reaching ``options.min_confidence``), how many
-    fell below it, the maps they came from, the time, and the interaction log's request id
-    (``None``: logging off or not written)."""
+    fell below it, the maps they came from, the time, the interaction log's request id
+    (``None``: logging off or not written) and the AdvCAM steps asked of each defect."""
 
     proposals: list[Proposal]
     options: ProposeOptions
@@ -56,6 +59,7 @@ class Answer:
     maps: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     request_id: int | None = None
+    steps: dict[str, int] = field(default_factory=dict)
 
     def shapes(self) -> list[dict]:
         """The CVAT shape dicts the Nuclio function answers (``options.output`` type)."""
@@ -71,6 +75,10 @@ class ProposalService:
         self.settings = settings or Settings()
         check_spec_labels(proposer.labels, self.settings.weights)
         self.labels: tuple[str, ...] = tuple(proposer.labels)
+        missing = [name for name in self.settings.labels or () if name not in self.labels]
+        if missing:
+            raise ConfigError(f"{LABELS_ENV} names {missing}, but the weights in "
+                              f"{self.settings.weights} only have {list(self.labels)}")
         self.limits: Limits = self.settings.limits(self.labels)
         self.model_version = model_version_of(proposer)
         self.log = log
@@ -103,31 +111,71 @@ class ProposalService:
         """
         self.check(options)
         start = time.perf_counter()
-        result = self.proposer.propose_detailed(image, **options.propose_kwargs(),
-                                                progress=progress)
+        height, width = image.shape[:2]
+        labels = list(options.labels or self.labels)
+        steps = self.steps(options, labels)
+        result = self._propose(image, options, labels, steps, progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
-        height, width = image.shape[:2]
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
+        params = {**options.to_log(), "face": face, "steps": steps}
         # Never raises: a log that cannot be written is reported, the answer goes out.
-        request_id = log_proposals(self.log, sha, (width, height), options.name,
-                                   {**options.to_log(), "face": face}, self.model_version,
-                                   kept, seconds)
+        request_id = log_proposals(self.log, sha, (width, height), options.name, params,
+                                   self.model_version, kept, seconds)
         answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
-                        result.maps, seconds, request_id)
+                        result.maps, seconds, request_id, steps)
         _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
               left_out=answer.left_out, seconds=round(seconds, 3))
         return answer
 
+    def steps(self, options: ProposeOptions, labels: list[str]) -> dict[str, int]:
+        """The AdvCAM steps asked of each defect: the request's (or ``DEFECTCAM_ITERATIONS``,
+        already capped), else the classifier's own capped by ``DEFECTCAM_MAX_ITERATIONS``
+        (labels without a known classifier are left out)."""
+        if options.iterations is not None:
+            return dict.fromkeys(labels, options.iterations)
+        return {label: min(self.proposer.predictors[label].metadata.iterations,
+                           self.limits.max_iterations)
+                for label in labels if label in self.proposer.predictors}
+
+    def _propose(self, image: np.ndarray, options: ProposeOptions, labels: list[str],
+                 steps: dict[str, int], progress: Callable[[int], None] | None
+                 ) -> ProposalResult:
+        """Without a deadline: the proposer's own call; when the maximum caps some
+        classifier's own steps, one call per number of steps, the proposals in label order."""
+        own = {label: self.proposer.predictors[label].metadata.iterations
+               for label in steps if options.iterations is None}
+        if all(steps[label] == own[label] for label in own):
+            return self.proposer.propose_detailed(image, **options.propose_kwargs(),
+                                                  progress=progress)
+        kwargs = options.propose_kwargs()
+        parts = {}
+        for count in dict.fromkeys(steps[label] for label in labels):
+            group = [label for label in labels if steps[label] == count]
+            parts[count] = self.proposer.propose_detailed(
+                image, **{**kwargs, "iterations": count, "labels": group}, progress=progress)
+        result = ProposalResult(proposals=[])
+        for label in labels:
+            part = parts[steps[label]]
+            result.proposals.extend(p for p in part.proposals if p.label == label)
+            result.maps[label] = part.maps[label]
+            result.seconds[label] = part.seconds[label]
+        return result
+
 
 def _info(logger: Any, message: str, **fields: Any) -> None:
     """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
+    _line(logger, "info", message, fields)
+
+
+def _line(logger: Any, level: str, message: str, fields: dict[str, Any]) -> None:
     if logger is None:
         return
-    if hasattr(logger, "info_with"):
-        logger.info_with(message, **fields)
+    if hasattr(logger, f"{level}_with"):
+        getattr(logger, f"{level}_with")(message, **fields)
     else:
-        logger.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
+        method = logger.warning if level == "warn" else logger.info
+        method("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 __all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels"]
