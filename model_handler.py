@@ -22,10 +22,12 @@ class ModelHandler:
 
     def infer(self, body) -> list[dict]:
         """CVAT shapes for one request body (``OptionError`` / ``ImageInputError`` for the
-        client's mistakes, each naming the problem)."""
+        client's mistakes, each naming the problem). A decodable frame of any size reaches
+        the service, which answers one thinner than the model's smallest side with []."""
         image, options = read_request(body, self.service.limits)
         data = decode_base64(image)
-        decoded = decode_image(data, self.settings.max_pixels, limit_name=MAX_PIXELS_ENV)
+        decoded = decode_image(data, self.settings.max_pixels, limit_name=MAX_PIXELS_ENV,
+                               min_side=1)
         answer = self.service.propose(decoded.rgb, options, face="nuclio",
                                       image_sha256=hashlib.sha256(data).hexdigest())
         return answer.shapes()

@@ -6,7 +6,7 @@ Variable: what it sets (unset)
 - DEFECTCAM_WEIGHTS: weights folder or one ``.safetensors`` file (the repository's weights/)
 - DEFECTCAM_DEVICE: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (auto: CUDA when present)
 - DEFECTCAM_PRECISION: ``fp32``, ``bf16``, ``fp16`` (fp32)
-- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (40,000,000)
+- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (160,000,000)
 - DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for or get by default (32,
   the engine's bound); it caps DEFECTCAM_ITERATIONS and each classifier's own value too
 

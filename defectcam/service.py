@@ -9,7 +9,9 @@ version, the confidence filter and the interaction log, so every answered propos
 the face, reaches the feedback loop. It also owns what every face must do alike for CVAT:
 
 - the AdvCAM steps of a request that sends none: ``DEFECTCAM_ITERATIONS``, else each
-  classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``.
+  classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``;
+- a decodable frame thinner than the model's smallest side gets no proposals and one warning
+  line, not an error (an error would fail CVAT's whole automatic-annotation job).
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -27,6 +29,7 @@ import numpy as np
 
 from defectcam.config import LABELS_ENV, ConfigError, Settings
 from defectcam.core.cvat import proposals_to_cvat_shapes
+from defectcam.core.image_io import MIN_SIDE
 from defectcam.core.labels import LABEL_NAMES
 from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions, Spelling
 from defectcam.core.options import check_limits as _check_limits
@@ -114,7 +117,12 @@ class ProposalService:
         height, width = image.shape[:2]
         labels = list(options.labels or self.labels)
         steps = self.steps(options, labels)
-        result = self._propose(image, options, labels, steps, progress)
+        if min(height, width) < MIN_SIDE:
+            result = ProposalResult(proposals=[])
+            _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
+                  width=width, height=height, min_side=MIN_SIDE)
+        else:
+            result = self._propose(image, options, labels, steps, progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
@@ -166,6 +174,11 @@ class ProposalService:
 def _info(logger: Any, message: str, **fields: Any) -> None:
     """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
     _line(logger, "info", message, fields)
+
+
+def _warn(logger: Any, message: str, **fields: Any) -> None:
+    """One warning line (Nuclio's ``warn_with`` or :mod:`logging`'s ``warning``)."""
+    _line(logger, "warn", message, fields)
 
 
 def _line(logger: Any, level: str, message: str, fields: dict[str, Any]) -> None:

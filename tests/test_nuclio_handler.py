@@ -320,3 +320,24 @@ def test_max_iterations_caps_the_classifiers_own_steps(tmp_path, crack_photo) ->
     assert read_log(tmp_path / "free.sqlite")[-1].params["steps"] == {
         "crack": 2, "spalling": 2, "rust": 2}
 
+
+def test_every_4xx_is_one_warning_line_with_the_frame_size(function) -> None:
+    """CVAT keeps only the status line of an error: the function's log names the reason and
+    the frame (issue 15.3)."""
+    side = int(context_of(function).user_data.model.settings.max_pixels**0.5) + 8
+    cases = [
+        ({"image": encode_image(Image.new("L", (side, side)))}, 413, f"{side}x{side}"),
+        ({"image": small_png(), "threshold": "high"}, 400, "64x48"),
+        ({"image": small_png(), "labels": ["pothole"]}, 400, "64x48"),
+        ({"image": base64.b64encode(b"not an image").decode()}, 400, "unknown"),
+        ({}, 400, "unknown"),
+    ]
+    for body, status, frame in cases:
+        with captured_log(function) as log:
+            got, payload = call(function, body)
+        assert got == status
+        lines = log.getvalue().strip().splitlines()
+        assert len(lines) == 1 and "[warn" in lines[0], lines
+        assert "rejected request" in lines[0] and payload["error"] in lines[0]
+        assert f"'frame': '{frame}'" in lines[0]
+        assert "Traceback" not in log.getvalue()

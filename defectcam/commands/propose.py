@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             data = path.read_bytes()
             decoded = decode_image(data, settings.max_pixels, name=str(path),
-                                   limit_name="--max-pixels")
+                                   limit_name="--max-pixels", min_side=1)
         except (OSError, ImageInputError) as exc:
             tqdm.write(f"{path}: skipped: {exc}", file=sys.stderr)
             failures += 1
