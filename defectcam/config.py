@@ -9,6 +9,8 @@ Variable: what it sets (unset)
 - DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (160,000,000)
 - DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for or get by default (32,
   the engine's bound); it caps DEFECTCAM_ITERATIONS and each classifier's own value too
+- DEFECTCAM_DEADLINE: seconds one request may take; the service reduces the work to answer
+  in time (``defectcam.deadline``); unset, empty or ``off``: no deadline
 
 Request defaults, for requests that leave the key out (CVAT sends only ``image`` and sometimes
 ``threshold``, so these are how an operator controls what CVAT's calls get):
@@ -69,6 +71,7 @@ LABELS_ENV = "DEFECTCAM_LABELS"
 OUTPUT_ENV = "DEFECTCAM_OUTPUT"
 CAM_THRESHOLD_ENV = "DEFECTCAM_CAM_THRESHOLD"
 SCREEN_ENV = "DEFECTCAM_SCREEN"
+DEADLINE_ENV = "DEFECTCAM_DEADLINE"
 LOG_DB_ENV = "DEFECTCAM_LOG_DB"
 LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"
 MAX_BODY_ENV = "DEFECTCAM_MAX_BODY_BYTES"
@@ -85,11 +88,12 @@ OPTION_DEFAULT_ENV = {
     "cam_threshold": CAM_THRESHOLD_ENV,
     "screen": SCREEN_ENV,
 }
-#: What a request may ask for and what it gets by default: the yaml files set these, and
-#: ``defectcam serve`` reads them from there.
-REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, *OPTION_DEFAULT_ENV.values())
+#: What a request may ask for, what it gets by default and how long it may take: the yaml
+#: files set these, and ``defectcam serve`` reads them from there.
+REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, *OPTION_DEFAULT_ENV.values(), DEADLINE_ENV)
 #: The request contract's messages, with each option named by its variable.
 ENV_SPELLING = Spelling(OPTION_DEFAULT_ENV)
+DEADLINE_OFF_VALUES = ("", "off", "none")
 BOOLEAN_VALUES = {"true": True, "1": True, "yes": True, "on": True,
                   "false": False, "0": False, "no": False, "off": False}
 
@@ -113,7 +117,7 @@ DEFAULT_MAX_BODY_BYTES = 134_217_728
 _VARIABLES = {
     "weights": WEIGHTS_ENV, "device": DEVICE_ENV, "precision": PRECISION_ENV,
     "max_pixels": MAX_PIXELS_ENV, "max_iterations": MAX_ITERATIONS_ENV,
-    **OPTION_DEFAULT_ENV, "log_db": LOG_DB_ENV,
+    **OPTION_DEFAULT_ENV, "deadline": DEADLINE_ENV, "log_db": LOG_DB_ENV,
 }
 
 
@@ -221,6 +225,17 @@ def _option_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     return {option: getattr(options, option) for option in OPTION_DEFAULT_ENV}
 
 
+def _deadline(environ: Mapping[str, str]) -> float | None:
+    raw = _raw(environ, DEADLINE_ENV)
+    if raw.lower() in DEADLINE_OFF_VALUES:
+        return None
+    value = _number(environ, DEADLINE_ENV, None, float)
+    if not value > 0:
+        raise ConfigError(f"{DEADLINE_ENV} must be a number of seconds above 0 (unset, empty "
+                          f"or 'off' for no deadline), got {raw}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """What an operator sets for a worker: where the weights are, how they run, the request
@@ -238,6 +253,7 @@ class Settings:
     output: str = "polygon"
     cam_threshold: float | None = None
     screen: bool = False
+    deadline: float | None = None
     log_db: Path | None = LOCAL_LOG_PATH
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -270,6 +286,7 @@ class Settings:
             max_iterations=_number(env, MAX_ITERATIONS_ENV, MAX_ITERATIONS, int, 0,
                                    MAX_ITERATIONS),
             **_option_defaults(env),
+            deadline=_deadline(env),
             log_db=log_path(env),
             origins=where,
         )
@@ -318,6 +335,7 @@ class Settings:
             "cam_threshold": ("each classifier's own" if self.cam_threshold is None
                               else f"{self.cam_threshold:g}"),
             "screen": str(self.screen).lower(),
+            "deadline": "none" if self.deadline is None else f"{self.deadline:g} s",
             "log_db": str(self.log_db) if self.log_db else "off",
         }
 

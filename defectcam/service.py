@@ -11,7 +11,10 @@ the face, reaches the feedback loop. It also owns what every face must do alike 
 - the AdvCAM steps of a request that sends none: ``DEFECTCAM_ITERATIONS``, else each
   classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``;
 - a decodable frame thinner than the model's smallest side gets no proposals and one warning
-  line, not an error (an error would fail CVAT's whole automatic-annotation job).
+  line, not an error (an error would fail CVAT's whole automatic-annotation job);
+- ``DEFECTCAM_DEADLINE``: the request is answered in time with as much of the requested work
+  as fits (:mod:`defectcam.deadline`, with the tile costs this worker measures); what was
+  reduced goes to the log and into the interaction log record.
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -35,6 +38,7 @@ from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions
 from defectcam.core.options import check_limits as _check_limits
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer, ProposalResult
+from defectcam.deadline import DeadlineReport, TileCosts, propose_within
 from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
 
 
@@ -51,8 +55,9 @@ def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
 @dataclass
 class Answer:
     """The proposals of one request (those reaching ``options.min_confidence``), how many
-    fell below it, the maps they came from, the time, the interaction log's request id
-    (``None``: logging off or not written) and the AdvCAM steps asked of each defect."""
+    fell below it, the maps they came from, the time (from the request's start), the
+    interaction log's request id (``None``: logging off or not written), the AdvCAM steps
+    asked of each defect, and with a deadline what it got (``deadline``)."""
 
     proposals: list[Proposal]
     options: ProposeOptions
@@ -63,6 +68,7 @@ class Answer:
     seconds: float = 0.0
     request_id: int | None = None
     steps: dict[str, int] = field(default_factory=dict)
+    deadline: DeadlineReport | None = None
 
     def shapes(self) -> list[dict]:
         """The CVAT shape dicts the Nuclio function answers (``options.output`` type)."""
@@ -86,6 +92,15 @@ class ProposalService:
         self.model_version = model_version_of(proposer)
         self.log = log
         self.logger = logger
+        #: What tiles cost on this worker (measured; the deadline's planner reads it).
+        self.costs = TileCosts()
+        if self.settings.deadline is not None and proposer.predictors:
+            self.costs.warm_up(proposer)
+            _info(logger, "measured tile costs for the deadline",
+                  deadline=self.settings.deadline,
+                  forward_ms_per_megapixel=round(self.costs.forward * 1e9, 1),
+                  step_ms_per_megapixel=round(self.costs.step * 1e9, 1),
+                  proposals_ms_per_megapixel=round(self.costs.post * 1e9, 1))
 
     @classmethod
     def from_settings(cls, settings: Settings, logger: Any = None,
@@ -104,34 +119,49 @@ class ProposalService:
 
     def propose(self, image: np.ndarray, options: ProposeOptions, *,
                 image_sha256: str | None = None, face: str = "library",
-                progress: Callable[[int], None] | None = None) -> Answer:
+                progress: Callable[[int], None] | None = None,
+                started: float | None = None) -> Answer:
         """Proposals for ``image`` ((H, W, 3) uint8 RGB, upright), logged.
 
         ``image_sha256``: of the image *file* the request carried (the feedback loop finds
         the frame in a CVAT export by it); a face that only has pixels (cvat-sdk) leaves it
         out and the pixels' hash is logged, the frame then being found by ``options.name``.
-        ``face`` goes into the log's parameters (which way the request came).
+        ``face`` goes into the log's parameters (which way the request came). ``started``:
+        when the request arrived (``time.perf_counter()``; default now): the deadline counts
+        from there, so a face passes it when decoding came first.
         """
+        start = time.perf_counter() if started is None else started
         self.check(options)
-        start = time.perf_counter()
         height, width = image.shape[:2]
         labels = list(options.labels or self.labels)
         steps = self.steps(options, labels)
+        report = None
         if min(height, width) < MIN_SIDE:
             result = ProposalResult(proposals=[])
             _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
                   width=width, height=height, min_side=MIN_SIDE)
+        elif self.settings.deadline is not None:
+            result, report = propose_within(
+                self.proposer, image, labels, steps, deadline=self.settings.deadline,
+                started=start, costs=self.costs, cam_threshold=options.cam_threshold,
+                screen=options.screen, progress=progress)
         else:
             result = self._propose(image, options, labels, steps, progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
         params = {**options.to_log(), "face": face, "steps": steps}
+        if report is not None:
+            params["deadline"] = report.to_log()
         # Never raises: a log that cannot be written is reported, the answer goes out.
         request_id = log_proposals(self.log, sha, (width, height), options.name, params,
                                    self.model_version, kept, seconds)
         answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
-                        result.maps, seconds, request_id, steps)
+                        result.maps, seconds, request_id, steps, report)
+        if report is not None and report.reduced:
+            _warn(self.logger, "deadline: reduced the request", width=width, height=height,
+                  deadline=report.deadline, seconds=round(seconds, 3),
+                  tiles_left_out=report.tiles_left_out, labels=report.summary())
         _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
               left_out=answer.left_out, seconds=round(seconds, 3))
         return answer

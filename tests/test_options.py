@@ -14,6 +14,7 @@ import pytest
 from defectcam.config import (
     CAM_THRESHOLD_ENV,
     CONFIDENCE_THRESHOLD_ENV,
+    DEADLINE_ENV,
     ITERATIONS_ENV,
     LABELS_ENV,
     MAX_ITERATIONS_ENV,
@@ -236,13 +237,13 @@ def test_every_cvat_option_has_an_environment_default() -> None:
     calls has a variable, read once, checked by the contract (issue 15.2)."""
     assert set(OPTION_DEFAULT_ENV) == {"min_confidence", "iterations", "cam_threshold",
                                        "labels", "output", "screen"}
-    assert set(OPTION_DEFAULT_ENV.values()) | {MAX_PIXELS_ENV, MAX_ITERATIONS_ENV} == set(
-        REQUEST_ENV)
+    assert set(OPTION_DEFAULT_ENV.values()) | {MAX_PIXELS_ENV, MAX_ITERATIONS_ENV,
+                                               DEADLINE_ENV} == set(REQUEST_ENV)
     env = {ITERATIONS_ENV: "3", LABELS_ENV: "rust, crack", OUTPUT_ENV: "mask",
-           CAM_THRESHOLD_ENV: "0.2", SCREEN_ENV: "yes"}
+           CAM_THRESHOLD_ENV: "0.2", SCREEN_ENV: "yes", DEADLINE_ENV: "90"}
     settings = Settings.from_env(env)
     assert (settings.iterations, settings.labels, settings.output, settings.cam_threshold,
-            settings.screen) == (3, ("rust", "crack"), "mask", 0.2, True)
+            settings.screen, settings.deadline) == (3, ("rust", "crack"), "mask", 0.2, True, 90)
     options = ProposeOptions.from_body({}, settings.limits())
     assert (options.iterations, options.labels, options.output, options.cam_threshold,
             options.screen) == (3, ("rust", "crack"), "mask", 0.2, True)
@@ -250,8 +251,9 @@ def test_every_cvat_option_has_an_environment_default() -> None:
                                      "cam_threshold": 0.3, "screen": False}, settings.limits())
     assert (sent.iterations, sent.labels, sent.output, sent.cam_threshold, sent.screen) == (
         1, ("crack",), "polygon", 0.3, False)
-    assert "labels = rust,crack (DEFECTCAM_LABELS)" in settings.describe()
-    assert Settings.from_env(dict.fromkeys(env, "")) == Settings()
+    assert "deadline = 90 s (DEFECTCAM_DEADLINE)" in settings.describe()
+    empty = Settings.from_env(dict.fromkeys(env, ""))
+    assert empty == Settings() and empty.deadline is None
 
 
 def test_the_maximum_caps_the_default_steps() -> None:
@@ -274,6 +276,8 @@ def test_the_maximum_caps_the_default_steps() -> None:
     (CAM_THRESHOLD_ENV, "1.5", "DEFECTCAM_CAM_THRESHOLD must be in (0, 1), got 1.5"),
     (CAM_THRESHOLD_ENV, "inf", "DEFECTCAM_CAM_THRESHOLD must be a finite number, got inf"),
     (SCREEN_ENV, "maybe", "DEFECTCAM_SCREEN must be true or false, got 'maybe'"),
+    (DEADLINE_ENV, "0", "DEFECTCAM_DEADLINE must be a number of seconds above 0"),
+    (DEADLINE_ENV, "soon", "DEFECTCAM_DEADLINE='soon' is not a valid float"),
 ])
 def test_bad_request_defaults_name_the_variable(name, value, message) -> None:
     with pytest.raises(ConfigError) as info:
