@@ -28,7 +28,7 @@ def handler(context, event):
     try:
         status, payload = 200, context.user_data.model.infer(event.body)
     except Exception as exc:  # every failure becomes a JSON answer; the worker goes on
-        status, payload = error_answer(exc, context.logger)
+        status, payload = error_answer(exc, context.logger, event.body)
     return context.Response(
         body=json.dumps(payload),
         headers={},

@@ -1,6 +1,7 @@
 """The model side of the Nuclio function: one proposal service per worker."""
 
 import hashlib
+import time
 
 from defectcam.config import MAX_PIXELS_ENV, Settings
 from defectcam.core.image_io import decode_base64, decode_image
@@ -22,10 +23,13 @@ class ModelHandler:
 
     def infer(self, body) -> list[dict]:
         """CVAT shapes for one request body (``OptionError`` / ``ImageInputError`` for the
-        client's mistakes, each naming the problem)."""
+        client's mistakes, each naming the problem). A decodable frame of any size reaches
+        the service, which answers one thinner than the model's smallest side with []."""
+        started = time.perf_counter()  # DEFECTCAM_DEADLINE counts decoding too
         image, options = read_request(body, self.service.limits)
         data = decode_base64(image)
-        decoded = decode_image(data, self.settings.max_pixels, limit_name=MAX_PIXELS_ENV)
-        answer = self.service.propose(decoded.rgb, options, face="nuclio",
+        decoded = decode_image(data, self.settings.max_pixels, limit_name=MAX_PIXELS_ENV,
+                               min_side=1)
+        answer = self.service.propose(decoded.rgb, options, face="nuclio", started=started,
                                       image_sha256=hashlib.sha256(data).hexdigest())
         return answer.shapes()

@@ -6,19 +6,35 @@ Variable: what it sets (unset)
 - DEFECTCAM_WEIGHTS: weights folder or one ``.safetensors`` file (the repository's weights/)
 - DEFECTCAM_DEVICE: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (auto: CUDA when present)
 - DEFECTCAM_PRECISION: ``fp32``, ``bf16``, ``fp16`` (fp32)
-- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (40,000,000)
-- DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for (32, the engine's bound)
-- DEFECTCAM_CONFIDENCE_THRESHOLD: ``min_confidence`` of a request that sends none (0.5)
+- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (160,000,000)
+- DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for or get by default (32,
+  the engine's bound); it caps DEFECTCAM_ITERATIONS and each classifier's own value too
+- DEFECTCAM_DEADLINE: seconds one request may take; the service reduces the work to answer
+  in time (``defectcam.deadline``); unset, empty or ``off``: no deadline
+
+Request defaults, for requests that leave the key out (CVAT sends only ``image`` and sometimes
+``threshold``, so these are how an operator controls what CVAT's calls get):
+
+- DEFECTCAM_CONFIDENCE_THRESHOLD: ``min_confidence`` (CVAT's ``threshold``) (0.5)
+- DEFECTCAM_ITERATIONS: AdvCAM steps (each classifier's own, capped by the maximum above)
+- DEFECTCAM_LABELS: comma-separated labels to propose (every label of the weights)
+- DEFECTCAM_OUTPUT: ``polygon`` or ``mask`` (polygon)
+- DEFECTCAM_CAM_THRESHOLD: binarisation of the normalised map, in (0, 1) (each classifier's)
+- DEFECTCAM_SCREEN: ``true`` / ``false``: climb only on tiles called defective (false)
+
+Other settings:
+
 - DEFECTCAM_LOG_DB: interaction log (SQLite); empty or ``off``: no log (:func:`log_path`)
 - DEFECTCAM_LOG_SYNC: SQLite ``synchronous`` of the log, NORMAL or FULL (NORMAL)
 - DEFECTCAM_MAX_BODY_BYTES: ``defectcam serve``'s body limit (the yaml's maxRequestBodySize)
 - DEFECTCAM_MALLOC_TUNING: ``0`` keeps glibc's malloc thresholds on CPU (tuned)
 - DEFECTCAM_SHARED_DATA: the real data sets for training, evaluation, tests (../shared/data)
 
-The function yaml files set the request limits (:data:`REQUEST_ENV`); ``defectcam serve``
-takes them from there where the environment does not set them, so that it answers as the
-deployed function does. Every face (Nuclio, ``defectcam serve``, the cvat-sdk function,
-``defectcam propose``) builds its :class:`Settings` with :meth:`Settings.from_env`.
+The function yaml files set the request limits and defaults (:data:`REQUEST_ENV`);
+``defectcam serve`` takes them from there where the environment does not set them, so that
+it answers as the deployed function does. Every face (Nuclio, ``defectcam serve``, the
+cvat-sdk function, ``defectcam propose``) builds its :class:`Settings` with
+:meth:`Settings.from_env`.
 
 This module imports nothing heavy: the console script reads it before any model loads.
 """
@@ -34,7 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from defectcam.core.image_io import DEFAULT_MAX_PIXELS
-from defectcam.core.options import DEFAULT_MIN_CONFIDENCE, MAX_ITERATIONS, Limits
+from defectcam.core.labels import LABEL_NAMES
+from defectcam.core.options import (
+    DEFAULT_MIN_CONFIDENCE,
+    MAX_ITERATIONS,
+    Limits,
+    OptionError,
+    ProposeOptions,
+    Spelling,
+)
 
 WEIGHTS_ENV = "DEFECTCAM_WEIGHTS"
 DEVICE_ENV = "DEFECTCAM_DEVICE"
@@ -42,18 +66,36 @@ PRECISION_ENV = "DEFECTCAM_PRECISION"
 MAX_PIXELS_ENV = "DEFECTCAM_MAX_PIXELS"
 MAX_ITERATIONS_ENV = "DEFECTCAM_MAX_ITERATIONS"
 CONFIDENCE_THRESHOLD_ENV = "DEFECTCAM_CONFIDENCE_THRESHOLD"
+ITERATIONS_ENV = "DEFECTCAM_ITERATIONS"
+LABELS_ENV = "DEFECTCAM_LABELS"
+OUTPUT_ENV = "DEFECTCAM_OUTPUT"
+CAM_THRESHOLD_ENV = "DEFECTCAM_CAM_THRESHOLD"
+SCREEN_ENV = "DEFECTCAM_SCREEN"
+DEADLINE_ENV = "DEFECTCAM_DEADLINE"
 LOG_DB_ENV = "DEFECTCAM_LOG_DB"
 LOG_SYNC_ENV = "DEFECTCAM_LOG_SYNC"
 MAX_BODY_ENV = "DEFECTCAM_MAX_BODY_BYTES"
 MALLOC_TUNING_ENV = "DEFECTCAM_MALLOC_TUNING"
 SHARED_DATA_ENV = "DEFECTCAM_SHARED_DATA"
 
-#: What a request may ask for and what it gets by default: the yaml files set these, and
-#: ``defectcam serve`` reads them from there. Per-option defaults join this list.
-REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, CONFIDENCE_THRESHOLD_ENV)
 #: Request option -> the variable that presets it for requests without the key (each has the
 #: option's name as a :class:`Settings` field; :meth:`Settings.limits` hands them on).
-OPTION_DEFAULT_ENV = {"min_confidence": CONFIDENCE_THRESHOLD_ENV}
+OPTION_DEFAULT_ENV = {
+    "min_confidence": CONFIDENCE_THRESHOLD_ENV,
+    "iterations": ITERATIONS_ENV,
+    "labels": LABELS_ENV,
+    "output": OUTPUT_ENV,
+    "cam_threshold": CAM_THRESHOLD_ENV,
+    "screen": SCREEN_ENV,
+}
+#: What a request may ask for, what it gets by default and how long it may take: the yaml
+#: files set these, and ``defectcam serve`` reads them from there.
+REQUEST_ENV = (MAX_PIXELS_ENV, MAX_ITERATIONS_ENV, *OPTION_DEFAULT_ENV.values(), DEADLINE_ENV)
+#: The request contract's messages, with each option named by its variable.
+ENV_SPELLING = Spelling(OPTION_DEFAULT_ENV)
+DEADLINE_OFF_VALUES = ("", "off", "none")
+BOOLEAN_VALUES = {"true": True, "1": True, "yes": True, "on": True,
+                  "false": False, "0": False, "no": False, "off": False}
 
 REPO = Path(__file__).resolve().parents[1]
 #: The repository's weights/ folder (exists in a source checkout / editable install).
@@ -75,7 +117,7 @@ DEFAULT_MAX_BODY_BYTES = 134_217_728
 _VARIABLES = {
     "weights": WEIGHTS_ENV, "device": DEVICE_ENV, "precision": PRECISION_ENV,
     "max_pixels": MAX_PIXELS_ENV, "max_iterations": MAX_ITERATIONS_ENV,
-    "min_confidence": CONFIDENCE_THRESHOLD_ENV, "log_db": LOG_DB_ENV,
+    **OPTION_DEFAULT_ENV, "deadline": DEADLINE_ENV, "log_db": LOG_DB_ENV,
 }
 
 
@@ -152,8 +194,45 @@ def _number(environ: Mapping[str, str], name: str, default, kind, low=None, high
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
     if (isinstance(value, float) and not math.isfinite(value)) or (
             low is not None and value < low) or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"within {low}..{high}"
+        bounds = ("a finite number" if low is None and high is None else f"at least {low}"
+                  if high is None else f"within {low}..{high}")
         raise ConfigError(f"{name} must be {bounds}, got {raw}")
+    return value
+
+
+def _option_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The request defaults the environment sets (:data:`OPTION_DEFAULT_ENV`), checked by the
+    request contract with each option named by its variable; unset or empty: the contract's
+    default (``None`` for the classifiers' own values)."""
+    raw = {option: _raw(environ, name) for option, name in OPTION_DEFAULT_ENV.items()}
+    values: dict[str, Any] = {
+        "min_confidence": _number(environ, CONFIDENCE_THRESHOLD_ENV, DEFAULT_MIN_CONFIDENCE,
+                                  float, 0.0, 1.0),
+        "iterations": _number(environ, ITERATIONS_ENV, None, int, 0, MAX_ITERATIONS),
+        "cam_threshold": _number(environ, CAM_THRESHOLD_ENV, None, float),
+        "labels": [name.strip() for name in raw["labels"].split(",") if name.strip()] or None,
+        "output": raw["output"] or None,
+        "screen": None,
+    }
+    if raw["screen"]:
+        if raw["screen"].lower() not in BOOLEAN_VALUES:
+            raise ConfigError(f"{SCREEN_ENV} must be true or false, got {raw['screen']!r}")
+        values["screen"] = BOOLEAN_VALUES[raw["screen"].lower()]
+    try:
+        options = ProposeOptions.build(values, ENV_SPELLING, Limits(labels=LABEL_NAMES))
+    except OptionError as exc:
+        raise ConfigError(exc.message) from None
+    return {option: getattr(options, option) for option in OPTION_DEFAULT_ENV}
+
+
+def _deadline(environ: Mapping[str, str]) -> float | None:
+    raw = _raw(environ, DEADLINE_ENV)
+    if raw.lower() in DEADLINE_OFF_VALUES:
+        return None
+    value = _number(environ, DEADLINE_ENV, None, float)
+    if not value > 0:
+        raise ConfigError(f"{DEADLINE_ENV} must be a number of seconds above 0 (unset, empty "
+                          f"or 'off' for no deadline), got {raw}")
     return value
 
 
@@ -169,6 +248,12 @@ class Settings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_iterations: int = MAX_ITERATIONS
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    iterations: int | None = None
+    labels: tuple[str, ...] | None = None
+    output: str = "polygon"
+    cam_threshold: float | None = None
+    screen: bool = False
+    deadline: float | None = None
     log_db: Path | None = LOCAL_LOG_PATH
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -200,8 +285,8 @@ class Settings:
             max_pixels=_number(env, MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, int, low=1),
             max_iterations=_number(env, MAX_ITERATIONS_ENV, MAX_ITERATIONS, int, 0,
                                    MAX_ITERATIONS),
-            min_confidence=_number(env, CONFIDENCE_THRESHOLD_ENV, DEFAULT_MIN_CONFIDENCE,
-                                   float, 0.0, 1.0),
+            **_option_defaults(env),
+            deadline=_deadline(env),
             log_db=log_path(env),
             origins=where,
         )
@@ -215,10 +300,17 @@ class Settings:
         return dataclasses.replace(self, **values,
                                    origins={**self.origins, **dict.fromkeys(values, origin)})
 
+    @property
+    def default_iterations(self) -> int | None:
+        """The AdvCAM steps of a request without ``iterations``: ``iterations`` capped by
+        ``max_iterations`` (``None``: each classifier's own, which the service caps)."""
+        return None if self.iterations is None else min(self.iterations, self.max_iterations)
+
     def limits(self, labels: tuple[str, ...] | None = None) -> Limits:
         """The request limits and defaults these settings impose (``labels``: what the loaded
         weights know; default: every label of the function spec)."""
         defaults = {option: getattr(self, option) for option in OPTION_DEFAULT_ENV}
+        defaults["iterations"] = self.default_iterations
         source = MAX_ITERATIONS_ENV if self.max_iterations < MAX_ITERATIONS else None
         kwargs = {"labels": tuple(labels)} if labels is not None else {}
         return Limits(max_iterations=self.max_iterations, max_iterations_source=source,
@@ -226,11 +318,24 @@ class Settings:
 
     def as_dict(self) -> dict[str, str]:
         """Every setting as text (for a log line)."""
+        if self.iterations is None:
+            iterations = f"each classifier's own, at most {self.max_iterations}"
+        elif self.default_iterations != self.iterations:
+            iterations = f"{self.default_iterations} ({self.iterations} capped by max_iterations)"
+        else:
+            iterations = str(self.iterations)
         return {
             "weights": str(self.weights), "device": self.device or "auto",
             "precision": self.precision, "max_pixels": str(self.max_pixels),
             "max_iterations": str(self.max_iterations),
             "min_confidence": f"{self.min_confidence:g}",
+            "iterations": iterations,
+            "labels": ",".join(self.labels) if self.labels else "all",
+            "output": self.output,
+            "cam_threshold": ("each classifier's own" if self.cam_threshold is None
+                              else f"{self.cam_threshold:g}"),
+            "screen": str(self.screen).lower(),
+            "deadline": "none" if self.deadline is None else f"{self.deadline:g} s",
             "log_db": str(self.log_db) if self.log_db else "off",
         }
 

@@ -7,17 +7,22 @@ their bounds and defaults are the request contract's (``defectcam.core.options``
 unknown keys are ignored.
 
 Answers: 200 with a JSON list of CVAT shapes; 400 (bad request) or 413 (image over the pixel
-limit) with ``{"error": ..., "key": ...}`` naming the problem, logged as one warning line;
-503 (out of memory) or 500 (a bug) with a short message, the traceback only in the log.
+limit) with ``{"error": ..., "key": ...}`` naming the problem, logged as one warning line with
+the frame's size (CVAT keeps only the status line of an error, so the function's log is where
+an operator finds the reason); 503 (out of memory) or 500 (a bug) with a short message, the
+traceback only in the log.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import traceback
 from typing import Any
 
-from defectcam.core.image_io import ImageInputError
+from PIL import Image
+
+from defectcam.core.image_io import ImageInputError, decode_base64
 from defectcam.core.options import Limits, OptionError, ProposeOptions, json_type
 
 OUT_OF_MEMORY = "out of memory; try a smaller image"
@@ -55,18 +60,40 @@ def read_request(body: Any, limits: Limits | None = None) -> tuple[str, ProposeO
     return image, ProposeOptions.from_body(data, limits)
 
 
-def error_answer(exc: Exception, logger: Any) -> tuple[int, dict]:
+def error_answer(exc: Exception, logger: Any, body: Any = None) -> tuple[int, dict]:
     """(status, payload) for an exception raised while answering, logged through ``logger``
-    (a Nuclio logger): client errors as one line, anything else with its traceback."""
+    (a Nuclio logger): client errors as one warning line with the frame's size (``body``: the
+    request, read again only to find the frame's size), anything else with its traceback."""
     if isinstance(exc, (OptionError, ImageInputError)):
         key = "image" if isinstance(exc, ImageInputError) else exc.key
-        logger.warn_with("rejected request", status=exc.status, error=exc.message)
+        size, image_bytes = frame_size(body, getattr(exc, "size", None))
+        logger.warn_with("rejected request", status=exc.status, error=exc.message,
+                         **({"key": key} if key else {}),
+                         frame=f"{size[0]}x{size[1]}" if size else "unknown",
+                         image_bytes=image_bytes)
         return exc.status, {"error": exc.message, **({"key": key} if key else {})}
     logger.error_with("handler failed", traceback=traceback.format_exc())
     if isinstance(exc, MemoryError) or _is_out_of_memory(exc):
         return 503, {"error": OUT_OF_MEMORY}
     # A bug or a broken model: a short answer, the details in the log.
     return 500, {"error": f"internal error ({type(exc).__name__}); see the function log"}
+
+
+def frame_size(body: Any, size: tuple[int, int] | None = None
+               ) -> tuple[tuple[int, int] | None, int | None]:
+    """((width, height) or None, bytes of the image file or None) of a request, as far as
+    it can be read; only the file's header is parsed. Never raises."""
+    try:
+        data = decode_base64(read_body(body)["image"])
+    except Exception:  # noqa: BLE001 - no image to speak of: the message says why
+        return size, None
+    if size is None:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                size = image.size
+        except Exception:  # noqa: BLE001 - not an image, or beyond Pillow's own limit
+            size = None
+    return size, len(data)
 
 
 def _is_out_of_memory(exc: Exception) -> bool:

@@ -6,7 +6,15 @@ their request into :class:`~defectcam.core.options.ProposeOptions` and an RGB im
 :meth:`ProposalService.propose`. The service owns what they share: the proposer, the guard
 against weights whose labels the CVAT spec does not declare, the request limits, the model
 version, the confidence filter and the interaction log, so every answered proposal, whatever
-the face, reaches the feedback loop.
+the face, reaches the feedback loop. It also owns what every face must do alike for CVAT:
+
+- the AdvCAM steps of a request that sends none: ``DEFECTCAM_ITERATIONS``, else each
+  classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``;
+- a decodable frame thinner than the model's smallest side gets no proposals and one warning
+  line, not an error (an error would fail CVAT's whole automatic-annotation job);
+- ``DEFECTCAM_DEADLINE``: the request is answered in time with as much of the requested work
+  as fits (:mod:`defectcam.deadline`, with the tile costs this worker measures); what was
+  reduced goes to the log and into the interaction log record.
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -22,13 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from defectcam.config import ConfigError, Settings
+from defectcam.config import LABELS_ENV, ConfigError, Settings
 from defectcam.core.cvat import proposals_to_cvat_shapes
+from defectcam.core.image_io import MIN_SIDE
 from defectcam.core.labels import LABEL_NAMES
 from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions, Spelling
 from defectcam.core.options import check_limits as _check_limits
 from defectcam.core.postprocess import Proposal
-from defectcam.core.proposer import DefectProposer
+from defectcam.core.proposer import DefectProposer, ProposalResult
+from defectcam.deadline import DeadlineReport, TileCosts, propose_within
 from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
 
 
@@ -45,8 +55,9 @@ def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
 @dataclass
 class Answer:
     """The proposals of one request (those reaching ``options.min_confidence``), how many
-    fell below it, the maps they came from, the time, and the interaction log's request id
-    (``None``: logging off or not written)."""
+    fell below it, the maps they came from, the time (from the request's start), the
+    interaction log's request id (``None``: logging off or not written), the AdvCAM steps
+    asked of each defect, and with a deadline what it got (``deadline``)."""
 
     proposals: list[Proposal]
     options: ProposeOptions
@@ -56,6 +67,8 @@ class Answer:
     maps: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     request_id: int | None = None
+    steps: dict[str, int] = field(default_factory=dict)
+    deadline: DeadlineReport | None = None
 
     def shapes(self) -> list[dict]:
         """The CVAT shape dicts the Nuclio function answers (``options.output`` type)."""
@@ -71,10 +84,23 @@ class ProposalService:
         self.settings = settings or Settings()
         check_spec_labels(proposer.labels, self.settings.weights)
         self.labels: tuple[str, ...] = tuple(proposer.labels)
+        missing = [name for name in self.settings.labels or () if name not in self.labels]
+        if missing:
+            raise ConfigError(f"{LABELS_ENV} names {missing}, but the weights in "
+                              f"{self.settings.weights} only have {list(self.labels)}")
         self.limits: Limits = self.settings.limits(self.labels)
         self.model_version = model_version_of(proposer)
         self.log = log
         self.logger = logger
+        #: What tiles cost on this worker (measured; the deadline's planner reads it).
+        self.costs = TileCosts()
+        if self.settings.deadline is not None and proposer.predictors:
+            self.costs.warm_up(proposer)
+            _info(logger, "measured tile costs for the deadline",
+                  deadline=self.settings.deadline,
+                  forward_ms_per_megapixel=round(self.costs.forward * 1e9, 1),
+                  step_ms_per_megapixel=round(self.costs.step * 1e9, 1),
+                  proposals_ms_per_megapixel=round(self.costs.post * 1e9, 1))
 
     @classmethod
     def from_settings(cls, settings: Settings, logger: Any = None,
@@ -93,41 +119,106 @@ class ProposalService:
 
     def propose(self, image: np.ndarray, options: ProposeOptions, *,
                 image_sha256: str | None = None, face: str = "library",
-                progress: Callable[[int], None] | None = None) -> Answer:
+                progress: Callable[[int], None] | None = None,
+                started: float | None = None) -> Answer:
         """Proposals for ``image`` ((H, W, 3) uint8 RGB, upright), logged.
 
         ``image_sha256``: of the image *file* the request carried (the feedback loop finds
         the frame in a CVAT export by it); a face that only has pixels (cvat-sdk) leaves it
         out and the pixels' hash is logged, the frame then being found by ``options.name``.
-        ``face`` goes into the log's parameters (which way the request came).
+        ``face`` goes into the log's parameters (which way the request came). ``started``:
+        when the request arrived (``time.perf_counter()``; default now): the deadline counts
+        from there, so a face passes it when decoding came first.
         """
+        start = time.perf_counter() if started is None else started
         self.check(options)
-        start = time.perf_counter()
-        result = self.proposer.propose_detailed(image, **options.propose_kwargs(),
-                                                progress=progress)
+        height, width = image.shape[:2]
+        labels = list(options.labels or self.labels)
+        steps = self.steps(options, labels)
+        report = None
+        if min(height, width) < MIN_SIDE:
+            result = ProposalResult(proposals=[])
+            _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
+                  width=width, height=height, min_side=MIN_SIDE)
+        elif self.settings.deadline is not None:
+            result, report = propose_within(
+                self.proposer, image, labels, steps, deadline=self.settings.deadline,
+                started=start, costs=self.costs, cam_threshold=options.cam_threshold,
+                screen=options.screen, progress=progress)
+        else:
+            result = self._propose(image, options, labels, steps, progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
-        height, width = image.shape[:2]
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
+        params = {**options.to_log(), "face": face, "steps": steps}
+        if report is not None:
+            params["deadline"] = report.to_log()
         # Never raises: a log that cannot be written is reported, the answer goes out.
-        request_id = log_proposals(self.log, sha, (width, height), options.name,
-                                   {**options.to_log(), "face": face}, self.model_version,
-                                   kept, seconds)
+        request_id = log_proposals(self.log, sha, (width, height), options.name, params,
+                                   self.model_version, kept, seconds)
         answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
-                        result.maps, seconds, request_id)
+                        result.maps, seconds, request_id, steps, report)
+        if report is not None and report.reduced:
+            _warn(self.logger, "deadline: reduced the request", width=width, height=height,
+                  deadline=report.deadline, seconds=round(seconds, 3),
+                  tiles_left_out=report.tiles_left_out, labels=report.summary())
         _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
               left_out=answer.left_out, seconds=round(seconds, 3))
         return answer
 
+    def steps(self, options: ProposeOptions, labels: list[str]) -> dict[str, int]:
+        """The AdvCAM steps asked of each defect: the request's (or ``DEFECTCAM_ITERATIONS``,
+        already capped), else the classifier's own capped by ``DEFECTCAM_MAX_ITERATIONS``
+        (labels without a known classifier are left out)."""
+        if options.iterations is not None:
+            return dict.fromkeys(labels, options.iterations)
+        return {label: min(self.proposer.predictors[label].metadata.iterations,
+                           self.limits.max_iterations)
+                for label in labels if label in self.proposer.predictors}
+
+    def _propose(self, image: np.ndarray, options: ProposeOptions, labels: list[str],
+                 steps: dict[str, int], progress: Callable[[int], None] | None
+                 ) -> ProposalResult:
+        """Without a deadline: the proposer's own call; when the maximum caps some
+        classifier's own steps, one call per number of steps, the proposals in label order."""
+        own = {label: self.proposer.predictors[label].metadata.iterations
+               for label in steps if options.iterations is None}
+        if all(steps[label] == own[label] for label in own):
+            return self.proposer.propose_detailed(image, **options.propose_kwargs(),
+                                                  progress=progress)
+        kwargs = options.propose_kwargs()
+        parts = {}
+        for count in dict.fromkeys(steps[label] for label in labels):
+            group = [label for label in labels if steps[label] == count]
+            parts[count] = self.proposer.propose_detailed(
+                image, **{**kwargs, "iterations": count, "labels": group}, progress=progress)
+        result = ProposalResult(proposals=[])
+        for label in labels:
+            part = parts[steps[label]]
+            result.proposals.extend(p for p in part.proposals if p.label == label)
+            result.maps[label] = part.maps[label]
+            result.seconds[label] = part.seconds[label]
+        return result
+
 
 def _info(logger: Any, message: str, **fields: Any) -> None:
     """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
+    _line(logger, "info", message, fields)
+
+
+def _warn(logger: Any, message: str, **fields: Any) -> None:
+    """One warning line (Nuclio's ``warn_with`` or :mod:`logging`'s ``warning``)."""
+    _line(logger, "warn", message, fields)
+
+
+def _line(logger: Any, level: str, message: str, fields: dict[str, Any]) -> None:
     if logger is None:
         return
-    if hasattr(logger, "info_with"):
-        logger.info_with(message, **fields)
+    if hasattr(logger, f"{level}_with"):
+        getattr(logger, f"{level}_with")(message, **fields)
     else:
-        logger.info("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
+        method = logger.warning if level == "warn" else logger.info
+        method("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
 __all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels"]

@@ -57,6 +57,53 @@ def import_main():
     return main
 
 
+def start_function(**env: str):
+    """(main module, nuclio_sdk test platform) with ``init_context`` run once in ``env``
+    (each platform keeps its own worker context, so several can live side by side)."""
+    import nuclio_sdk
+    import nuclio_sdk.test
+
+    with environment(**env):
+        main = import_main()
+        platform = nuclio_sdk.test.Platform()
+        platform.call_handler(main.handler, nuclio_sdk.Event(body={}))  # runs init_context
+    return main, platform
+
+
+def call_function(function, body) -> tuple[int, object]:
+    """(status, parsed JSON body) of one request to ``start_function``'s handler."""
+    import json
+
+    import nuclio_sdk
+
+    main, platform = function
+    response = platform.call_handler(main.handler, nuclio_sdk.Event(body=body))
+    assert response.content_type == "application/json"
+    return response.status_code, json.loads(response.body)
+
+
+@contextlib.contextmanager
+def captured_log(function):
+    """What the handler and its service log (both through the worker's logger, which the
+    service keeps from ``init_context``) while the block runs."""
+    import logging
+
+    import nuclio_sdk
+    import nuclio_sdk.logger
+
+    main, platform = function
+    context = platform._get_handler_context(main.handler)
+    service = context.user_data.model.service
+    original, stream = context.logger, io.StringIO()
+    logger = nuclio_sdk.Logger(logging.DEBUG, "captured")
+    logger.set_handler("default", stream, nuclio_sdk.logger.HumanReadableFormatter())
+    context.logger = service.logger = logger
+    try:
+        yield stream
+    finally:
+        context.logger = service.logger = original
+
+
 def encode_image(image: Image.Image, fmt: str = "PNG", **save_options) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save_options)

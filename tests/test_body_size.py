@@ -87,13 +87,18 @@ def test_readme_table_follows_the_formula_and_the_limit() -> None:
         assert BODY_FACTOR * (largest + 0.1) * 1e6 * bpp > limit
 
 
-def test_readme_says_which_formats_fit_at_the_default_pixel_limit() -> None:
-    """README: "only 8-bit grey and RGB frames are sure to fit" at the yaml pixel limit."""
+def test_readme_says_which_formats_fit_at_the_pixel_limit_and_at_45_mp() -> None:
+    """README: at the yaml pixel limit (the decompression-bomb guard) no PNG format is sure
+    to fit the body limit; at 45 MP (drone frames) only 8-bit grey is."""
     pixels = int(next(e["value"] for e in yaml.safe_load(
         (REPO / "function.yaml").read_text())["spec"]["env"]
         if e["name"] == "DEFECTCAM_MAX_PIXELS"))
-    fit = {name for name, (bpp, _, _) in FORMATS.items()
-           if BODY_FACTOR * pixels * bpp <= 128 * 2**20}
-    assert fit == {"8-bit grey", "8-bit RGB"}
-    assert re.search(r"only 8-bit grey and RGB frames\s+are sure to fit",
-                     (REPO / "README.md").read_text())
+
+    def fitting(frame_pixels: float) -> set[str]:
+        return {name for name, (bpp, _, _) in FORMATS.items()
+                if BODY_FACTOR * frame_pixels * bpp <= 128 * 2**20}
+
+    assert fitting(pixels) == set() and fitting(8192 * 5460) == {"8-bit grey"}
+    text = (REPO / "README.md").read_text()
+    assert re.search(rf"pixel limit \({pixels // 10**6} MP\) no PNG format is\s+sure to fit", text)
+    assert re.search(r"45 MP frame is sure to\s+fit as 8-bit\s+grey only", text)

@@ -286,7 +286,11 @@ def test_every_face_keeps_the_contract(face: Face, case: Case, reference, crack_
     width, height = rgb.shape[1], rgb.shape[0]
     assert got == normalise_json(expected.shapes(), width, height)
     logged = read_log(face.log_db())[-1]  # every face logs through the service
-    assert logged.params == {**options.to_log(), "face": logged.params["face"]}
+    params = dict(logged.params)
+    assert params.pop("steps") == expected.steps  # what each defect was asked to run
+    # function.yaml sets a deadline: recorded, generous enough to reduce nothing here.
+    assert params.pop("deadline")["reduced"] is False
+    assert params == {**options.to_log(), "face": logged.params["face"]}
     assert [p.label for p in logged.proposals] == [p.label for p in expected.proposals]
 
 

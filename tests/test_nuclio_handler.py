@@ -263,3 +263,81 @@ def test_model_handler_shapes_follow_the_contract(fixed_service, fixed_proposer,
     # No threshold: the contract's default, 0.5 (what CVAT gets when it sends none).
     kept = handler.infer({"image": frame, "output": output})
     assert sorted(float(s["confidence"]) for s in kept) == [0.6, 0.9]
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+def test_operator_defaults_reach_a_request_of_only_image(untrained_weights, crack_photo,
+                                                         tmp_path) -> None:
+    """CVAT sends only ``image``: every other option comes from the environment, the
+    maximum caps the default steps, and a request's own keys still win."""
+    from function_support import call_function, start_function
+
+    log_db = tmp_path / "log.sqlite"
+    function = start_function(
+        DEFECTCAM_WEIGHTS=str(untrained_weights), DEFECTCAM_DEVICE="cpu",
+        DEFECTCAM_LOG_DB=str(log_db), DEFECTCAM_MAX_ITERATIONS="1", DEFECTCAM_ITERATIONS="2",
+        DEFECTCAM_LABELS="rust,crack", DEFECTCAM_OUTPUT="mask", DEFECTCAM_CAM_THRESHOLD="0.01",
+        DEFECTCAM_SCREEN="true", DEFECTCAM_CONFIDENCE_THRESHOLD="0", DEFECTCAM_DEADLINE="")
+    status, shapes = call_function(function, {"image": file_b64(crack_photo)})
+    assert status == 200 and shapes
+    check_shapes(shapes, 128, 96, "mask")
+    assert {s["label"] for s in shapes} == {"rust", "crack"}
+    params = read_log(log_db)[-1].params
+    assert params == {"min_confidence": 0.0, "iterations": 1, "cam_threshold": 0.01,
+                      "labels": ["rust", "crack"], "output": "mask", "screen": True,
+                      "face": "nuclio", "steps": {"rust": 1, "crack": 1}}
+    body = {"image": file_b64(crack_photo), "output": "polygon", "labels": ["crack"],
+            "iterations": 0, "screen": False}
+    status, shapes = call_function(function, body)
+    assert status == 200 and {(s["label"], s["type"]) for s in shapes} == {("crack", "polygon")}
+    assert read_log(log_db)[-1].params["steps"] == {"crack": 0}
+
+
+def test_max_iterations_caps_the_classifiers_own_steps(tmp_path, crack_photo) -> None:
+    """DEFECTCAM_MAX_ITERATIONS=0 must make CVAT's calls plain Grad-CAM even though the
+    weights recommend 2 steps (issue 15.2: it used to cap only a requested value)."""
+    from function_support import call_function, start_function
+
+    from tests.helpers import save_untrained
+
+    weights = save_untrained(tmp_path / "weights", tile_size=128, iterations=2, min_area=16)
+    env = {"DEFECTCAM_WEIGHTS": str(weights), "DEFECTCAM_DEVICE": "cpu",
+           "DEFECTCAM_CONFIDENCE_THRESHOLD": "0", "DEFECTCAM_CAM_THRESHOLD": "0.05",
+           "DEFECTCAM_DEADLINE": ""}
+    capped = start_function(**env, DEFECTCAM_MAX_ITERATIONS="0",
+                            DEFECTCAM_LOG_DB=str(tmp_path / "capped.sqlite"))
+    free = start_function(**env, DEFECTCAM_MAX_ITERATIONS="",
+                          DEFECTCAM_LOG_DB=str(tmp_path / "free.sqlite"))
+    only_image = {"image": file_b64(crack_photo)}
+    status, shapes = call_function(capped, only_image)
+    assert status == 200
+    assert read_log(tmp_path / "capped.sqlite")[-1].params["steps"] == {
+        "crack": 0, "spalling": 0, "rust": 0}
+    assert call_function(free, {**only_image, "iterations": 0}) == (200, shapes)
+    assert call_function(free, only_image)[0] == 200
+    assert read_log(tmp_path / "free.sqlite")[-1].params["steps"] == {
+        "crack": 2, "spalling": 2, "rust": 2}
+
+
+def test_every_4xx_is_one_warning_line_with_the_frame_size(function) -> None:
+    """CVAT keeps only the status line of an error: the function's log names the reason and
+    the frame (issue 15.3)."""
+    side = int(context_of(function).user_data.model.settings.max_pixels**0.5) + 8
+    cases = [
+        ({"image": encode_image(Image.new("L", (side, side)))}, 413, f"{side}x{side}"),
+        ({"image": small_png(), "threshold": "high"}, 400, "64x48"),
+        ({"image": small_png(), "labels": ["pothole"]}, 400, "64x48"),
+        ({"image": base64.b64encode(b"not an image").decode()}, 400, "unknown"),
+        ({}, 400, "unknown"),
+    ]
+    for body, status, frame in cases:
+        with captured_log(function) as log:
+            got, payload = call(function, body)
+        assert got == status
+        lines = log.getvalue().strip().splitlines()
+        assert len(lines) == 1 and "[warn" in lines[0], lines
+        assert "rejected request" in lines[0] and payload["error"] in lines[0]
+        assert f"'frame': '{frame}'" in lines[0]
+        assert "Traceback" not in log.getvalue()

@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 
 from defectcam.config import (
+    CAM_THRESHOLD_ENV,
     CONFIDENCE_THRESHOLD_ENV,
+    DEADLINE_ENV,
+    ITERATIONS_ENV,
+    LABELS_ENV,
     MAX_ITERATIONS_ENV,
     MAX_PIXELS_ENV,
+    OPTION_DEFAULT_ENV,
+    OUTPUT_ENV,
     PRECISION_ENV,
     PRECISION_NAMES,
     REPO_WEIGHTS,
+    REQUEST_ENV,
+    SCREEN_ENV,
     WEIGHTS_ENV,
     ConfigError,
     Settings,
@@ -219,3 +227,59 @@ def test_public_api() -> None:
     with pytest.raises(AttributeError):
         defectcam.not_a_name  # noqa: B018
     assert Path(defectcam.__file__).parent.name == "defectcam"
+
+
+# --------------------------------------------------------------------------- request defaults
+
+
+def test_every_cvat_option_has_an_environment_default() -> None:
+    """CVAT sends only image and threshold: each other option an operator needs for CVAT's
+    calls has a variable, read once, checked by the contract (issue 15.2)."""
+    assert set(OPTION_DEFAULT_ENV) == {"min_confidence", "iterations", "cam_threshold",
+                                       "labels", "output", "screen"}
+    assert set(OPTION_DEFAULT_ENV.values()) | {MAX_PIXELS_ENV, MAX_ITERATIONS_ENV,
+                                               DEADLINE_ENV} == set(REQUEST_ENV)
+    env = {ITERATIONS_ENV: "3", LABELS_ENV: "rust, crack", OUTPUT_ENV: "mask",
+           CAM_THRESHOLD_ENV: "0.2", SCREEN_ENV: "yes", DEADLINE_ENV: "90"}
+    settings = Settings.from_env(env)
+    assert (settings.iterations, settings.labels, settings.output, settings.cam_threshold,
+            settings.screen, settings.deadline) == (3, ("rust", "crack"), "mask", 0.2, True, 90)
+    options = ProposeOptions.from_body({}, settings.limits())
+    assert (options.iterations, options.labels, options.output, options.cam_threshold,
+            options.screen) == (3, ("rust", "crack"), "mask", 0.2, True)
+    sent = ProposeOptions.from_body({"iterations": 1, "labels": ["crack"], "output": "polygon",
+                                     "cam_threshold": 0.3, "screen": False}, settings.limits())
+    assert (sent.iterations, sent.labels, sent.output, sent.cam_threshold, sent.screen) == (
+        1, ("crack",), "polygon", 0.3, False)
+    assert "deadline = 90 s (DEFECTCAM_DEADLINE)" in settings.describe()
+    empty = Settings.from_env(dict.fromkeys(env, ""))
+    assert empty == Settings() and empty.deadline is None
+
+
+def test_the_maximum_caps_the_default_steps() -> None:
+    settings = Settings.from_env({ITERATIONS_ENV: "4", MAX_ITERATIONS_ENV: "1"})
+    assert settings.default_iterations == 1
+    assert ProposeOptions.from_body({}, settings.limits()).iterations == 1
+    assert "iterations = 1 (4 capped by max_iterations) (DEFECTCAM_ITERATIONS)" in (
+        settings.describe())
+    with pytest.raises(OptionError, match="limit set by DEFECTCAM_MAX_ITERATIONS"):
+        ProposeOptions.from_body({"iterations": 2}, settings.limits())
+    # The classifiers' own steps are capped by the service (tests/test_nuclio_handler.py).
+    assert Settings.from_env({MAX_ITERATIONS_ENV: "0"}).limits().defaults["iterations"] is None
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    (ITERATIONS_ENV, "two", "DEFECTCAM_ITERATIONS='two' is not a valid int"),
+    (ITERATIONS_ENV, "33", "DEFECTCAM_ITERATIONS must be within 0..32, got 33"),
+    (LABELS_ENV, "crack,pothole", "unknown label(s) ['pothole'] in DEFECTCAM_LABELS"),
+    (OUTPUT_ENV, "box", "DEFECTCAM_OUTPUT must be one of ['polygon', 'mask'], got 'box'"),
+    (CAM_THRESHOLD_ENV, "1.5", "DEFECTCAM_CAM_THRESHOLD must be in (0, 1), got 1.5"),
+    (CAM_THRESHOLD_ENV, "inf", "DEFECTCAM_CAM_THRESHOLD must be a finite number, got inf"),
+    (SCREEN_ENV, "maybe", "DEFECTCAM_SCREEN must be true or false, got 'maybe'"),
+    (DEADLINE_ENV, "0", "DEFECTCAM_DEADLINE must be a number of seconds above 0"),
+    (DEADLINE_ENV, "soon", "DEFECTCAM_DEADLINE='soon' is not a valid float"),
+])
+def test_bad_request_defaults_name_the_variable(name, value, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    assert str(info.value).startswith(message)

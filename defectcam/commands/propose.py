@@ -14,10 +14,16 @@ import sys
 from pathlib import Path
 
 from defectcam.config import (
+    CAM_THRESHOLD_ENV,
     CONFIDENCE_THRESHOLD_ENV,
+    ITERATIONS_ENV,
+    LABELS_ENV,
     LOG_DB_ENV,
+    MAX_ITERATIONS_ENV,
     MAX_PIXELS_ENV,
+    OUTPUT_ENV,
     PRECISION_NAMES,
+    SCREEN_ENV,
     WEIGHTS_ENV,
     Settings,
     parse_log_path,
@@ -50,18 +56,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               f"{DEFAULT_MIN_CONFIDENCE:g})")
     options.add_argument("--iterations", type=int, default=None,
                          help=f"AdvCAM steps T, 0..{MAX_ITERATIONS}; 0 = plain Grad-CAM "
-                              "(default: the weights' value, 2)")
+                              f"(default: ${ITERATIONS_ENV}, else the weights' value, 2; "
+                              f"at most ${MAX_ITERATIONS_ENV})")
     options.add_argument("--cam-threshold", type=float, default=None,
                          help="binarisation threshold of the normalised map, in (0, 1) "
-                              "(default: the weights' value, 0.1)")
+                              f"(default: ${CAM_THRESHOLD_ENV}, else the weights' value, 0.1)")
     options.add_argument("--labels", default=None,
-                         help="comma-separated subset, e.g. crack,rust (default: every "
-                              "label of the weights)")
-    options.add_argument("--output", choices=OUTPUT_TYPES, default="polygon",
-                         help="CVAT shape type (default: %(default)s)")
-    options.add_argument("--screen", action="store_true",
+                         help="comma-separated subset, e.g. crack,rust (default: "
+                              f"${LABELS_ENV}, else every label of the weights)")
+    options.add_argument("--output", choices=OUTPUT_TYPES, default=None,
+                         help=f"CVAT shape type (default: ${OUTPUT_ENV}, else polygon)")
+    options.add_argument("--screen", action="store_true", default=None,
                          help="skip the climb on tiles the classifier calls negative "
-                              "(default: climb everywhere)")
+                              f"(default: ${SCREEN_ENV}, else climb everywhere)")
     p.add_argument("--heatmaps", action="store_true",
                    help="also write one heat map per defect (default: no)")
     p.add_argument("--device", default=None,
@@ -129,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             data = path.read_bytes()
             decoded = decode_image(data, settings.max_pixels, name=str(path),
-                                   limit_name="--max-pixels")
+                                   limit_name="--max-pixels", min_side=1)
         except (OSError, ImageInputError) as exc:
             tqdm.write(f"{path}: skipped: {exc}", file=sys.stderr)
             failures += 1
@@ -157,12 +164,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tile_count(service, image, options: ProposeOptions) -> int:
-    from defectcam.core.model import INPUT_MULTIPLE
-    from defectcam.core.tiling import TileGrid
-
-    total = 0
-    for label in options.labels or service.labels:
-        m = service.proposer.predictors[label].metadata
-        total += len(TileGrid.build(image.shape[0], image.shape[1], m.tile_size, m.tile_overlap,
-                                    multiple=INPUT_MULTIPLE))
-    return total
+    return sum(len(service.proposer.predictors[label].tile_grid(*image.shape[:2]))
+               for label in options.labels or service.labels)

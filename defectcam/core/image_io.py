@@ -23,27 +23,39 @@ import base64
 import binascii
 import io
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-#: Default pixel limit (width x height): 40 MP covers 5K x 5K (26 MP) and 6000 x 6000.
-DEFAULT_MAX_PIXELS = 40_000_000
-#: Smallest accepted side: the classifier works on 8-pixel cells; a thinner image is no photo.
+#: Default pixel limit (width x height), the decompression-bomb guard: above every camera
+#: frame (drones 20-45 MP, 100 MP medium format, 150 MP aerial survey cameras such as
+#: 14204 x 10652) and below Pillow's own refusal (2 x ``Image.MAX_IMAGE_PIXELS``, 179 MP).
+DEFAULT_MAX_PIXELS = 160_000_000
+#: The model's smallest side: the classifier works on 8-pixel cells. A thinner image is no
+#: photo; :func:`decode_image` refuses it unless told otherwise (``min_side``), and the
+#: service answers such a frame with no proposals.
 MIN_SIDE = 8
+
+# Frames between Pillow's warning size (89.5 MP) and DEFAULT_MAX_PIXELS are real photos: the
+# explicit limit below is this module's decompression-bomb guard, so Pillow's warning is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 class ImageInputError(ValueError):
-    """A client-side problem with the image; ``status`` is the HTTP status to answer."""
+    """A client-side problem with the image; ``status`` is the HTTP status to answer;
+    ``size``: (width, height) where the file's header told it."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400,
+                 size: tuple[int, int] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.size = size
 
 
 @dataclass
@@ -81,11 +93,13 @@ def decode_base64(text: str) -> bytes:
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, name: str | None = None,
-                 limit_name: str | None = None) -> DecodedImage:
+                 limit_name: str | None = None, min_side: int = MIN_SIDE) -> DecodedImage:
     """Image file bytes -> upright RGB uint8, checking size before decoding any pixel.
 
     ``name``: the file the bytes come from (messages then speak of it, not of a request's
-    base64 ``'image'``); ``limit_name``: what sets ``max_pixels`` (named in the 413 message).
+    base64 ``'image'``); ``limit_name``: what sets ``max_pixels`` (named in the 413 message);
+    ``min_side``: the smallest side accepted (the faces pass 1: the service answers a
+    decodable frame thinner than :data:`MIN_SIDE` with no proposals instead of an error).
     """
     what = name if name is not None else "'image'"
     expected = "a JPEG or PNG file" if name is not None else "the base64 of a JPEG or PNG file"
@@ -101,10 +115,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, name: str
         width, height = image.size
         if width * height > max_pixels:
             raise _too_large_error(what, (width, height), max_pixels, limit_name)
-        if min(width, height) < MIN_SIDE:
+        if min(width, height) < max(min_side, 1):
             raise ImageInputError(
-                f"{what} is {width}x{height} pixels; both sides must be at least {MIN_SIDE}"
-            )
+                f"{what} is {width}x{height} pixels; both sides must be at least "
+                f"{max(min_side, 1)}", size=(width, height))
         source_mode, fmt = image.mode, image.format or "unknown"
         try:
             image.load()
@@ -112,8 +126,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, name: str
             raise _too_large_error(what, (width, height), max_pixels, limit_name) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageInputError(
-                f"{what}: image data is truncated or corrupt ({fmt} {width}x{height}: {exc})"
-            ) from exc
+                f"{what}: image data is truncated or corrupt ({fmt} {width}x{height}: {exc})",
+                size=(width, height)) from exc
         orientation = _orientation(image)
         rgb = pil_to_rgb(image)
     return DecodedImage(rgb=rgb, source_mode=source_mode, format=fmt, orientation=orientation)
@@ -130,7 +144,7 @@ def _too_large_error(what: str, size: tuple[int, int] | None, max_pixels: int,
     source = f" (set by {limit_name})" if limit_name else ""
     return ImageInputError(
         f"{what} is too large ({pixels}); the limit is {max_pixels} pixels{source}",
-        status=413,
+        status=413, size=size,
     )
 
 

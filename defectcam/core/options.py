@@ -19,8 +19,8 @@ Option (bounds; default): Nuclio / HTTP body key, cvat-sdk, ``defectcam propose`
 driver the latter); both mean ``min_confidence``: a proposal's confidence (the classifier's
 probability for the tile holding its peak) must reach it. ``cam_threshold`` is a different
 thing: the binarisation of the normalised map. An operator's :class:`Limits` cap the
-iterations and preset defaults for keys a request leaves out
-(``DEFECTCAM_CONFIDENCE_THRESHOLD``, ``defectcam.config``).
+iterations and preset defaults for keys a request leaves out (``DEFECTCAM_ITERATIONS``,
+``DEFECTCAM_LABELS``, ... : ``defectcam.config.OPTION_DEFAULT_ENV``).
 """
 
 from __future__ import annotations

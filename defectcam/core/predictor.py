@@ -88,6 +88,12 @@ class DefectMapPredictor:
             xi=m.xi, tau=m.tau, lam=m.lam,
         )
 
+    def tile_grid(self, height: int, width: int, tile_size: int | None = None) -> TileGrid:
+        """The tiles an image of this size is cut into."""
+        m = self.metadata
+        return TileGrid.build(height, width, tile_size or m.tile_size, m.tile_overlap,
+                              multiple=INPUT_MULTIPLE)
+
     def predict(
         self,
         image: np.ndarray,
@@ -96,6 +102,7 @@ class DefectMapPredictor:
         tile_size: int | None = None,
         progress: Callable[[int], None] | None = None,
         tiles: Sequence[tuple[int, int]] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> DefectMap:
         """Map of this defect over ``image`` (H, W, 3) uint8 RGB.
 
@@ -104,14 +111,15 @@ class DefectMapPredictor:
         ``progress`` is called with the number of tiles finished after each batch.
         ``tiles``: run only these (row, column) tiles of the grid, the rest of the map stays 0
         (benchmarks time a subset of a large image's tiles this way).
+        ``stop`` is asked before each batch; once it answers True the remaining tiles are
+        left out like those not in ``tiles`` (the service's deadline, ``defectcam.deadline``).
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
         start = time.perf_counter()
         settings = self.settings(iterations)
         m = self.metadata
-        grid = TileGrid.build(image.shape[0], image.shape[1], tile_size or m.tile_size,
-                              m.tile_overlap, multiple=INPUT_MULTIPLE)
+        grid = self.tile_grid(image.shape[0], image.shape[1], tile_size)
         acc = np.zeros(image.shape[:2], dtype=np.float32)
         probability = np.zeros((len(grid.ys), len(grid.xs)), dtype=np.float32)
         climbed = np.zeros_like(probability, dtype=bool)
@@ -120,6 +128,8 @@ class DefectMapPredictor:
         elif unknown := sorted(set(tiles) - set(grid.tiles())):
             raise ValueError(f"tiles {unknown} are not in the {len(grid.ys)}x{len(grid.xs)} grid")
         for first in range(0, len(tiles), self.tile_batch):
+            if stop is not None and stop():
+                break
             batch = tiles[first : first + self.tile_batch]
             crops = np.stack([extract_tile(image, grid, i, j) for i, j in batch])
             x0 = normalize_batch(torch.from_numpy(crops).to(self.device), m.mean, m.std)
