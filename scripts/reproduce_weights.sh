@@ -50,7 +50,7 @@ path, defect = sys.argv[1], sys.argv[2]
 chosen = {
     "crack": {"iterations": 0, "cam_threshold": 0.3, "confidence": "peak", "refinement": {
         "evidence": "dark-lines", "dilation": 16, "kernel_px": 21, "k": 1.5}},
-    "spalling": {"cam_threshold": 0.1, "confidence": "peak", "refinement": {
+    "spalling": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
         "evidence": "rough-dark", "dilation": 16, "kernel_px": 15, "k": 0.5}},
     "rust": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
         "evidence": "rust-colour", "dilation": 16, "kernel_px": 15, "k": 70}},
