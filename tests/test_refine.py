@@ -117,3 +117,40 @@ def test_weights_with_a_bad_refinement_or_confidence_are_refused(tmp_path) -> No
             load_weights(path)
     sidecar.write_text(json.dumps(good))
     assert load_weights(path)[1].refinement == {}
+
+
+def test_keep_components_follows_the_evidence_past_the_region() -> None:
+    image, crack = _cracked(3)
+    evidence = dark_lines(image, k=1.5)
+    ys, xs = np.nonzero(crack)
+    end = int(np.argmin(xs))
+    region = np.zeros_like(crack)
+    region[ys[end] - 1: ys[end] + 2, xs[end]: xs[end] + 3] = True  # a dot on the crack's end
+    pixels = Refinement("dark-lines", dilation=2, k=1.5).fit(region, evidence)
+    whole = Refinement("dark-lines", dilation=2, k=1.5, keep="components").fit(region, evidence)
+    assert (pixels & crack).sum() < 0.2 * crack.sum()
+    # the crack's evidence component is kept whole, and nothing that does not reach the dot
+    assert (whole & crack).sum() > 0.8 * (evidence & crack).sum()
+    assert whole.sum() <= evidence.sum() and (pixels <= whole).all()
+    assert not Refinement("dark-lines", keep="components").fit(np.zeros_like(region),
+                                                               evidence).any()
+    with pytest.raises(ValueError, match="unknown keep"):
+        Refinement("dark-lines", keep="everything")
+
+
+def test_near_peak_scores_a_proposal_by_the_map_beside_it(tmp_path) -> None:
+    cam = np.zeros((64, 64), np.float32)
+    cam[30:34, 10:14] = 0.9
+    near = Refinement("dark-lines", dilation=6).score_map(cam)
+    assert near[32, 18] == pytest.approx(0.9) and near[32, 30] == 0.0
+    assert Refinement("dark-lines", dilation=0).score_map(cam) is cam
+    refinement = Refinement("dark-lines", dilation=12, k=1.5).to_dict()
+    save_untrained(tmp_path, labels=("crack",), refinement=refinement,
+                   confidence="near-peak", cam_threshold=0.001)
+    image, _ = _cracked(2, 128)
+    proposer = DefectProposer.from_weights(tmp_path)
+    result = proposer.propose_detailed(image, iterations=0)
+    cam_map = result.maps["crack"].cam_map
+    for p in result.proposals:
+        own = cam_map[p.full_mask(*cam_map.shape)].max()
+        assert p.confidence >= own - 1e-6  # never below the proposal's own peak

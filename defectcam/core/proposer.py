@@ -109,7 +109,8 @@ class DefectProposer:
 
         A proposal's confidence is, as the weights' metadata says (``confidence``), the
         classifier's probability for the tile that holds the proposal's strongest pixel
-        (``tile``) or that pixel's value on the normalised map (``peak``).
+        (``tile``), that pixel's value on the normalised map (``peak``), or the map's
+        maximum within the refinement's dilation of the proposal (``near-peak``).
         """
         # The request contract's bounds (core/options.py; OptionError is a ValueError).
         ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)
@@ -145,11 +146,13 @@ class DefectProposer:
             binary = refinement.apply(binary, image)
         binary = close_mask(binary, m.closing_size)
         by_tile = m.confidence == "tile"
+        scores = (refinement.score_map(defect_map.cam_map) if m.confidence == "near-peak"
+                  else defect_map.cam_map)
         return mask_to_proposals(
             binary,
             defect_map.label,
             m.min_area,
-            score_map=defect_map.cam_map,
+            score_map=scores,
             confidence_fn=(lambda y, x, peak: defect_map.probability_at(y, x)) if by_tile
             else None,
         )

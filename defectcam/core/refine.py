@@ -5,7 +5,8 @@ is a band tens of pixels wide, so thresholding the map alone proposes the concre
 crack. König et al. (IEEE T-ITS 2022) fuse a crack classifier's CAM with a threshold of the
 darker pixels; this module is that fusion, per defect:
 
-    proposal pixels = dilate(map > cam_threshold, dilation) & evidence(image)
+    proposal pixels = dilate(map > cam_threshold, dilation) & evidence(image)      (keep: pixels)
+    proposal pixels = evidence components touching dilate(map > cam_threshold)   (keep: components)
 
 The evidence maps are plain OpenCV on the RGB image (the model never appears), and the same
 functions with the strict, image-wide thresholds are the learning-free baselines of
@@ -32,6 +33,9 @@ import numpy as np
 
 #: Evidence kinds and the defect each was made for.
 EVIDENCE_KINDS = ("dark-lines", "rust-colour", "rough-dark")
+#: What the region keeps of the evidence: its pixels inside the region, or every connected
+#: evidence component that reaches into the region (a crack continues past the CAM's band).
+KEEP_KINDS = ("pixels", "components")
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -109,13 +113,14 @@ class Refinement:
     post-processing). ``dilation``: pixels added around the map's region before the
     intersection (the CAM band may sit beside a thin defect rather than on it). ``kernel_px``
     and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k`` is the
-    minimum HSV saturation).
+    minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`.
     """
 
     evidence: str = "none"
     dilation: int = 0
     kernel_px: int = 15
     k: float = 1.5
+    keep: str = "pixels"
 
     def __post_init__(self) -> None:
         if self.evidence != "none" and self.evidence not in EVIDENCE_KINDS:
@@ -123,6 +128,8 @@ class Refinement:
                              f"{', '.join(EVIDENCE_KINDS)}")
         if self.dilation < 0 or self.kernel_px < 1:
             raise ValueError("refinement dilation must be >= 0 and kernel_px >= 1")
+        if self.keep not in KEEP_KINDS:
+            raise ValueError(f"unknown keep {self.keep!r}; known: {', '.join(KEEP_KINDS)}")
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Refinement:
@@ -147,8 +154,34 @@ class Refinement:
             raise ValueError(f"region {region.shape} and image {image.shape[:2]} differ in size")
         if not region.any():
             return region
-        if self.dilation:
-            kernel = cv2.getStructuringElement(
-                cv2.MORPH_ELLIPSE, (2 * self.dilation + 1, 2 * self.dilation + 1))
-            region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
-        return region & self.evidence_map(image)
+        return self.fit(region, self.evidence_map(image))
+
+    def fit(self, region: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+        """``region`` fitted to an evidence map already computed (same size, boolean)."""
+        region = grow(region, self.dilation)
+        inside = region & evidence
+        if self.keep == "pixels" or not inside.any():
+            return inside
+        count, labels = cv2.connectedComponents(evidence.astype(np.uint8), connectivity=8)
+        touched = np.zeros(count, bool)
+        touched[np.unique(labels[inside])] = True
+        touched[0] = False
+        return touched[labels]
+
+    def score_map(self, cam_map: np.ndarray) -> np.ndarray:
+        """The map each proposal's ``near-peak`` confidence is read from: the map's maximum
+        within ``dilation`` px (a proposal fitted beside the CAM's band gets the band's
+        value, not the lower value of its own pixels)."""
+        if not self.dilation:
+            return cam_map
+        kernel = cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * self.dilation + 1, 2 * self.dilation + 1))
+        return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), kernel)
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disc of ``radius`` px (boolean; unchanged for radius 0)."""
+    if not radius:
+        return mask.astype(bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)

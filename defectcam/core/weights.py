@@ -21,7 +21,7 @@ from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_VERSION = 1
 #: What a proposal's confidence can be (see ``WeightsMetadata.confidence``).
-CONFIDENCE_KINDS = ("tile", "peak")
+CONFIDENCE_KINDS = ("tile", "peak", "near-peak")
 FORMAT_NAME = "defectcam-classifier"
 
 
@@ -63,7 +63,9 @@ class WeightsMetadata:
     refinement: dict = field(default_factory=dict)
     #: What a proposal's confidence is: ``tile`` (the classifier's probability for the tile
     #: holding the proposal's peak) or ``peak`` (the proposal's own peak on the normalised
-    #: map, so that CVAT's threshold removes weak proposals, not whole tiles).
+    #: map, so that CVAT's threshold removes weak proposals, not whole tiles) or ``near-peak``
+    #: (the map's peak within the refinement's dilation of the proposal: a crack fitted beside
+    #: the CAM's band is as sure as the band).
     confidence: str = "tile"
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
