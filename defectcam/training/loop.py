@@ -141,6 +141,26 @@ def predict_probabilities(model: DefectClassifier, dataset: Dataset, device: tor
     return np.concatenate(probs), np.concatenate(labels), np.concatenate(peaks)
 
 
+def fit_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches,
+             accumulate: int, device: torch.device, metadata: WeightsMetadata,
+             amp: torch.dtype | None) -> float:
+    """One optimiser step over ``accumulate`` micro-batches of ``batches`` ((uint8 NHWC
+    images, float labels) pairs); returns the mean BCE loss. The training loop and
+    ``benchmarks/bench_training.py`` both run this."""
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for _ in range(accumulate):
+        images, labels = next(batches)
+        x = normalize_batch(images.to(device), metadata.mean, metadata.std)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logit = model(x).logit
+        loss = F.binary_cross_entropy_with_logits(logit.float(), labels.to(device))
+        (loss / accumulate).backward()
+        total += loss.item() / accumulate
+    optimizer.step()
+    return total
+
+
 def train_classifier(
     train_set: Dataset,
     val_set: Dataset,
@@ -203,17 +223,7 @@ def train_classifier(
                    disable=not config.progress or rank != 0, leave=False)
         batches = iter(loader)
         for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for _ in range(accumulate):
-                images, labels = next(batches)
-                x = normalize_batch(images.to(device), metadata.mean, metadata.std)
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    logit = ddp(x).logit
-                loss = F.binary_cross_entropy_with_logits(logit.float(), labels.to(device))
-                (loss / accumulate).backward()
-                total += loss.item() / accumulate
-            optimizer.step()
+            total = fit_step(ddp, optimizer, batches, accumulate, device, metadata, amp)
             state["step"] += 1
             losses.append(total)
             bar.update(1)
