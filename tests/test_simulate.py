@@ -6,9 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
+from defectcam.cli import main
+from defectcam.core.postprocess import mask_to_proposals
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
-from defectcam.data.simulate import negative_clicks, positive_clicks, simulate_clicks
+from defectcam.data.simulate import (
+    add_negative_clicks,
+    hard_negative_clicks,
+    negative_clicks,
+    positive_clicks,
+    simulate_clicks,
+)
 from defectcam.data.sources import ImagePair, list_pairs, load_defect_mask
+from tests.helpers import save_untrained
 
 
 def synthetic_mask(h: int = 120, w: int = 160) -> np.ndarray:
@@ -142,3 +151,63 @@ def test_crop_size_keeps_defects_out_of_negative_crops(tmp_path, shape, max_side
                            negative_ratio=100)
     assert any(mask[y0 : y0 + 48, x0 : x0 + 48].any()
                for x0, y0 in crops.origins[crops.labels == 0])
+
+
+def test_hard_negatives_click_inside_rejected_proposals_only(tmp_path):
+    # The "product" proposes a blob on the truth and two elsewhere; the annotator rejects
+    # the two: one negative click inside each, far from the defect; the kept one gets none.
+    mask = np.zeros((300, 400), bool)
+    mask[40:80, 40:120] = True
+    pair = write_pair(tmp_path, "a", mask)
+    answer = np.zeros_like(mask)
+    answer[50:70, 60:100] = True  # on the defect: kept
+    answer[200:260, 250:330] = True  # far away: rejected
+    answer[85:100, 125:140] = True  # next to the defect: rejected, but too close to click
+
+    def propose(image):
+        assert image.shape[:2] == (150, 200)  # shrunk to max_side, as the photo's longer side
+        small = cv2.resize(answer.astype(np.uint8), (200, 150), interpolation=cv2.INTER_NEAREST)
+        return mask_to_proposals(small.astype(bool), "crack", min_area=4)
+
+    found = hard_negative_clicks(propose, [pair], "crack", min_distance=40, max_side=200)
+    assert (found.images, found.proposals, found.false_positives) == (1, 3, 2)
+    (clicks,) = found.clicks.values()
+    assert len(clicks) == 1
+    x, y = clicks[0]
+    assert 250 <= x < 330 and 200 <= y < 260
+    assert min_distance_to(mask, np.array([[x, y]])) >= 40
+    ann = simulate_clicks([pair], "crack", seed=0, min_area=10, negatives_per_image=2,
+                          min_distance=40)
+    before = len(ann.images[0].shapes)
+    assert add_negative_clicks(ann, found.clicks) == 1
+    assert len(ann.images[0].shapes) == before + 1
+    assert ann.images[0].shapes[-1].label == "no-defect"
+    assert add_negative_clicks(ann, {"elsewhere.jpg": [(1.0, 1.0)]}) == 0
+
+
+def test_simulate_command_mines_hard_negatives_with_real_weights(tmp_path, shared_data,
+                                                                 capsys):
+    weights = save_untrained(tmp_path / "weights", labels=("rust",), cam_threshold=0.001,
+                             tile_overlap=32)
+    out = tmp_path / "clicks.xml"
+    for defect, extra, message in (("rust", ["--hard-images", "0"], "--hard-images must be at "
+                                    "least 1, got 0"),
+                                   ("crack", [], "no crack classifier there (found: rust)")):
+        code = main(["simulate", "--defect", defect, "--data-root", str(shared_data), "--out",
+                     str(out), "--hard-negatives", str(weights), *extra])
+        assert code != 0 and message in capsys.readouterr().err
+        assert not out.exists()
+    plain = tmp_path / "plain.xml"
+    chosen = ["--max-images-per-source", "1", "--other-sources", "1"]  # 1 rust + 3 others
+    assert main(["simulate", "--defect", "rust", "--data-root", str(shared_data), *chosen,
+                 "--out", str(plain)]) == 0
+    assert main(["simulate", "--defect", "rust", "--data-root", str(shared_data), *chosen,
+                 "--out", str(out), "--hard-negatives", str(weights), "--hard-images", "4"]) == 0
+    # an untrained classifier at threshold ~0 proposes the whole photo: on the other
+    # defects' photos (no rust) that is rejected and becomes an extra negative; the simulated
+    # clicks themselves are unchanged
+    old, new = read_cvat_xml(plain), read_cvat_xml(out)
+    assert [i.name for i in old.images] == [i.name for i in new.images]
+    counts = [(len(a.shapes), len(b.shapes)) for a, b in zip(old.images, new.images,
+                                                             strict=True)]
+    assert sum(b - a for a, b in counts) >= 1 and all(b >= a for a, b in counts)

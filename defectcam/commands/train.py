@@ -7,9 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from defectcam.core.device import resolve_device
+from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
+from defectcam.core.proposer import DefectProposer
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
-from defectcam.data.simulate import simulate_clicks
+from defectcam.data.cvat_xml import write_cvat_xml
+from defectcam.data.simulate import add_negative_clicks, hard_negative_clicks, simulate_clicks
 from defectcam.data.sources import (
     cap_per_source,
     other_source_pairs,
@@ -44,6 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also click negatives on up to N photos of each source that does not "
                         "label this defect (same split; the other defects' photos, which the "
                         "classifier sees in CVAT too)")
+    p.add_argument("--hard-negatives", type=Path, default=None, metavar="WEIGHTS",
+                   help="the product's own loop: propose on the chosen photos with these "
+                        "weights (their settings, CVAT's threshold 0.5) and click a negative "
+                        "inside every proposal that touches no defect (default: off)")
+    p.add_argument("--hard-images", type=int, default=200, metavar="N",
+                   help="propose on at most N of the chosen photos (a seeded choice; each "
+                        "costs a map at <= 1024 px)")
     p.add_argument("--out", type=Path, required=True, help="CVAT XML file to write")
     p.set_defaults(func=run_simulate)
 
@@ -107,15 +119,42 @@ def run_simulate(args: argparse.Namespace) -> int:
         chosen += cap_per_source({"train": other[0], "val": other[1],
                                   "all": other[0] + other[1]}[args.split],
                                  args.other_sources, args.seed)
+    proposer = None
+    if args.hard_images < 1:
+        raise ValueError(f"--hard-images must be at least 1, got {args.hard_images}")
+    if args.hard_negatives is not None:  # loaded (and checked) before any photo is read
+        proposer = DefectProposer.from_weights(args.hard_negatives)
+        if args.defect not in proposer.labels:
+            raise ValueError(f"--hard-negatives {args.hard_negatives}: no {args.defect} "
+                             f"classifier there (found: {', '.join(proposer.labels)})")
     annotations = simulate_clicks(chosen, args.defect, args.seed,
                                   negatives_per_image=args.negatives_per_image,
-                                  min_distance=args.min_distance, crop_size=args.crop_size,
-                                  path=args.out)
+                                  min_distance=args.min_distance, crop_size=args.crop_size)
+    note = ""
+    if proposer is not None:
+        mined = _seeded_subset(chosen, args.hard_images, args.seed)
+        hard = hard_negative_clicks(
+            lambda image: proposer.propose(image, 0, labels=[args.defect],
+                                           min_confidence=DEFAULT_MIN_CONFIDENCE),
+            mined, args.defect, min_distance=args.min_distance, crop_size=args.crop_size,
+            report=print)
+        added = add_negative_clicks(annotations, hard.clicks)
+        note = (f"; hard negatives: {hard.false_positives} of {hard.proposals} proposals on "
+                f"{hard.images} photos touched no {args.defect}, {added} clicked")
+    write_cvat_xml(annotations, args.out)
     shapes = [s for im in annotations.images for s in im.shapes]
     positives = sum(s.label == args.defect for s in shapes)
     print(f"{args.out}: {len(annotations.images)} images, {positives} {args.defect} clicks, "
-          f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks")
+          f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks{note}")
     return 0
+
+
+def _seeded_subset(pairs: list, count: int, seed: int) -> list:
+    """At most ``count`` of ``pairs``, a seeded choice in their original order."""
+    if len(pairs) <= count:
+        return list(pairs)
+    keep = np.random.default_rng(seed).choice(len(pairs), size=count, replace=False)
+    return [pairs[i] for i in sorted(keep.tolist())]
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -225,3 +225,122 @@ def simulate_clicks(
     if path is not None:
         write_cvat_xml(annotations, path)
     return annotations
+
+
+# --------------------------------------------------------------------------- clicks at regions
+
+
+def deepest_point(mask: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) of the pixel farthest from the mask's outline (ties: first in row order)."""
+    if not mask.any():
+        return None
+    padded = np.pad(mask.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)
+    row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(col - 1), float(row - 1)
+
+
+def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: float,
+                   crop_size: int | None = None) -> tuple[float, float] | None:
+    """The deepest point of the rejected region at least ``min_distance`` px (Euclidean,
+    pixel centres) from every kept defect pixel, or ``None`` when there is no such point.
+
+    ``crop_size``: also keep every negative training crop that ``build_crop_set`` may cut
+    around the click (half the size plus its jitter, crop_size // 8) free of kept defects.
+    """
+    allowed = proposal_region.copy()
+    if kept.any():
+        dist = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2,
+                                     cv2.DIST_MASK_PRECISE)
+        allowed &= dist >= min_distance
+        if crop_size:
+            reach = crop_size // 2 + crop_size // 8
+            kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+            allowed &= cv2.dilate(kept.astype(np.uint8), kernel) == 0
+    return deepest_point(allowed)
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+@dataclass
+class HardNegatives:
+    """What proposing on annotated photos found: per image name, negative clicks (x, y) in
+    image pixels, one inside each proposal that touches no defect; and the counts."""
+
+    clicks: dict[str, list[tuple[float, float]]]
+    images: int = 0
+    proposals: int = 0
+    false_positives: int = 0
+
+
+def hard_negative_clicks(
+    propose,
+    pairs: Sequence[ImagePair],
+    defect: str,
+    *,
+    min_distance: float = 64.0,
+    crop_size: int | None = None,
+    max_side: int = 1024,
+    read_image=None,
+    report=None,
+) -> HardNegatives:
+    """The product's own loop on training photos: propose, let the simulated annotator
+    reject every proposal that touches no ``defect`` pixel, and click a negative inside it
+    (the deepest point at least ``min_distance`` px from every defect pixel, and clear of
+    defects for any ``crop_size`` training crop around it, as :func:`negative_click`).
+
+    ``propose(image) -> list[Proposal]`` answers as the product does (the weights' own
+    settings, CVAT's confidence threshold); it sees the photo shrunk to ``max_side`` on its
+    longer side (speed; proposals are brought back to full size). ``read_image(path)``
+    reads RGB (default: ``defectcam.data.crops.read_rgb``).
+    """
+    from defectcam.data.crops import read_rgb
+
+    read_image = read_image or read_rgb
+    found = HardNegatives({})
+    for n, pair in enumerate(pairs, 1):
+        image = read_image(pair.image)
+        truth = load_defect_mask(pair, defect)
+        height, width = truth.shape
+        if image.shape[:2] != truth.shape:
+            raise ValueError(f"{pair.image}: image {image.shape[1]}x{image.shape[0]} but mask "
+                             f"{width}x{height}")
+        scale = min(1.0, max_side / max(height, width))
+        small = image if scale == 1.0 else cv2.resize(
+            image, (max(1, round(width * scale)), max(1, round(height * scale))),
+            interpolation=cv2.INTER_AREA)
+        proposals = propose(np.ascontiguousarray(small))
+        found.images += 1
+        found.proposals += len(proposals)
+        clicks = []
+        for proposal in proposals:
+            region = proposal.full_mask(small.shape[0], small.shape[1])
+            if scale != 1.0:
+                region = cv2.resize(region.astype(np.uint8), (width, height),
+                                    interpolation=cv2.INTER_NEAREST).astype(bool)
+            if (region & truth).any():
+                continue
+            found.false_positives += 1
+            xy = negative_click(region, truth, min_distance, crop_size)
+            if xy is not None:
+                clicks.append(xy)
+        if clicks:
+            found.clicks[pair.name] = clicks
+        if report is not None:
+            report(f"hard negatives {n}/{len(pairs)} {pair.name}: {len(proposals)} proposals, "
+                   f"{len(clicks)} rejected")
+    return found
+
+
+def add_negative_clicks(annotations: CvatAnnotations, clicks: dict[str, list[tuple]],
+                        negative_label: str = NEGATIVE_LABEL) -> int:
+    """Append ``clicks`` (per image name) to the matching images of ``annotations`` as
+    negative ``points``; returns how many were added (images not in the export are skipped)."""
+    added = 0
+    for image in annotations.images:
+        for xy in clicks.get(image.name, []):
+            image.shapes.append(CvatShape("points", negative_label,
+                                          np.asarray([xy], dtype=np.float64), source="manual"))
+            added += 1
+    return added

@@ -13,7 +13,8 @@ from defectcam.data.cvat_xml import (
     defect_labels,
     shape_clicks,
 )
-from defectcam.feedback.match import FeedbackMatch, kept_region, negative_click
+from defectcam.data.simulate import negative_click
+from defectcam.feedback.match import FeedbackMatch, kept_region
 
 
 def _click(label: str, x: float, y: float) -> CvatShape:

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from defectcam.core.digest import file_sha256
@@ -264,16 +263,6 @@ def match_feedback(
 # --------------------------------------------------------------------------- clicks
 
 
-def deepest_point(mask: np.ndarray) -> tuple[float, float] | None:
-    """(x, y) of the pixel farthest from the mask's outline (ties: first in row order)."""
-    if not mask.any():
-        return None
-    padded = np.pad(mask.astype(np.uint8), 1)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)
-    row, col = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(col - 1), float(row - 1)
-
-
 def kept_region(verdict: ImageVerdict) -> np.ndarray:
     """Every defect the image keeps after review: region shapes and clicks of any label
     except the negative one."""
@@ -290,23 +279,3 @@ def kept_region(verdict: ImageVerdict) -> np.ndarray:
                 xi, yi = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
                 out[yi, xi] = True
     return out
-
-
-def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: float,
-                   crop_size: int | None = None) -> tuple[float, float] | None:
-    """The deepest point of the rejected region at least ``min_distance`` px (Euclidean,
-    pixel centres) from every kept defect pixel, or ``None`` when there is no such point.
-
-    ``crop_size``: also keep every negative training crop that ``build_crop_set`` may cut
-    around the click (half the size plus its jitter, crop_size // 8) free of kept defects.
-    """
-    allowed = proposal_region.copy()
-    if kept.any():
-        dist = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2,
-                                     cv2.DIST_MASK_PRECISE)
-        allowed &= dist >= min_distance
-        if crop_size:
-            reach = crop_size // 2 + crop_size // 8
-            kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-            allowed &= cv2.dilate(kept.astype(np.uint8), kernel) == 0
-    return deepest_point(allowed)
