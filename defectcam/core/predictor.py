@@ -54,9 +54,9 @@ def parse_working_scale(text: str, setting: str = "--working-scale"
             label, _, value = part.partition("=")
             scales[label.strip()] = check_working_scale(float(value), setting)
         return scales
-    except ValueError as exc:
+    except ValueError:
         raise ValueError(f"{setting} {text!r}: expected a factor in (0, 1] or label=factor "
-                         f"pairs such as rust=0.5,spalling=0.5 ({exc})") from None
+                         "pairs such as rust=0.5,spalling=0.5") from None
 
 
 def working_size(height: int, width: int, scale: float, tile_size: int) -> tuple[int, int]:
@@ -250,10 +250,12 @@ class DefectMapPredictor:
                 progress(len(batch))
         # One normaliser per image and defect: per-tile normalisation would blow the noise
         # of a defect-free tile up to full strength.
+        # At the image's own size (bilinear: no new peaks), so that maps of parts of an image
+        # merge into the map of the whole (defectcam.deadline).
+        if work != (height, width):
+            acc = cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR)
         normaliser = max(float(acc.max()), m.cam_scale * (settings.iterations + 1), 1e-12)
         acc /= normaliser
-        if work != (height, width):  # bilinear: stays within [0, 1], no new peaks
-            acc = cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR)
         return DefectMap(
             label=m.label, cam_map=acc, grid=grid, tile_probability=probability,
             climbed=climbed, normaliser=normaliser, iterations=settings.iterations,
