@@ -139,7 +139,10 @@ def run_peer(model, meta, image, iterations, max_tiles):
 
 
 def run_ours(model, meta, image, iterations, max_tiles, device, fold=True):
-    predictor = DefectMapPredictor(model, meta, device)
+    # fp32 and fixed tiles: the peer's arithmetic and tiles (bench_request.py measures the
+    # faster defaults against this engine).
+    predictor = DefectMapPredictor(model, meta, device, precision="fp32", tiling="fixed",
+                                   working_scale=1.0)
     if not fold:  # the same engine on the model as loaded, to measure what folding gains
         predictor.model = model.to(device, memory_format=torch.channels_last).eval()
         for p in predictor.model.parameters():

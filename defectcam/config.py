@@ -5,7 +5,8 @@ Variable: what it sets (unset)
 
 - DEFECTCAM_WEIGHTS: weights folder or one ``.safetensors`` file (the repository's weights/)
 - DEFECTCAM_DEVICE: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (auto: CUDA when present)
-- DEFECTCAM_PRECISION: ``fp32``, ``bf16``, ``fp16`` (fp32)
+- DEFECTCAM_PRECISION: ``auto``, ``fp32``, ``bf16``, ``fp16`` (auto: bf16 autocast on a CPU
+  with native bf16 or a bf16-capable GPU, else fp32; fp16 on CUDA only)
 - DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (160,000,000)
 - DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for or get by default (32,
   the engine's bound); it caps DEFECTCAM_ITERATIONS and each classifier's own value too
@@ -20,7 +21,8 @@ Request defaults, for requests that leave the key out (CVAT sends only ``image``
 - DEFECTCAM_LABELS: comma-separated labels to propose (every label of the weights)
 - DEFECTCAM_OUTPUT: ``polygon`` or ``mask`` (polygon)
 - DEFECTCAM_CAM_THRESHOLD: binarisation of the normalised map, in (0, 1) (each classifier's)
-- DEFECTCAM_SCREEN: ``true`` / ``false``: climb only on tiles called defective (false)
+- DEFECTCAM_SCREEN: ``true`` / ``false``: climb only on tiles called defective (each
+  classifier's ``screen_threshold``; 0 there: no screening)
 
 Other settings:
 
@@ -106,9 +108,9 @@ CONTAINER_LOG_PATH = Path("/opt/nuclio/data/defectcam-log.sqlite")
 LOCAL_LOG_PATH = Path("runs/defectcam-log.sqlite")
 LOG_DISABLED_VALUES = ("", "off", "none", "false", "0", "disabled")
 LOG_SYNC_VALUES = ("OFF", "NORMAL", "FULL", "EXTRA")
-#: The keys of ``defectcam.core.predictor.PRECISIONS`` (named here without importing torch;
-#: tests/test_options.py keeps them equal).
-PRECISION_NAMES = ("fp32", "bf16", "fp16")
+#: ``defectcam.core.device.PRECISION_CHOICES`` (named here without importing torch;
+#: tests/test_options.py keeps them equal): ``auto`` and the keys of ``PRECISIONS``.
+PRECISION_NAMES = ("auto", "fp32", "bf16", "fp16")
 #: Same as ``maxRequestBodySize`` in function.yaml / function-gpu.yaml.
 DEFAULT_MAX_BODY_BYTES = 134_217_728
 
@@ -244,7 +246,7 @@ class Settings:
 
     weights: Path | tuple[Path, ...] = REPO_WEIGHTS
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_iterations: int = MAX_ITERATIONS
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
@@ -252,7 +254,7 @@ class Settings:
     labels: tuple[str, ...] | None = None
     output: str = "polygon"
     cam_threshold: float | None = None
-    screen: bool = False
+    screen: bool | None = None
     deadline: float | None = None
     log_db: Path | None = LOCAL_LOG_PATH
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -269,7 +271,7 @@ class Settings:
         from elsewhere than the environment (``defectcam serve``: the function's yaml)."""
         env = _environ(environ)
         device = _raw(env, DEVICE_ENV) or None
-        precision = _raw(env, PRECISION_ENV) or "fp32"
+        precision = _raw(env, PRECISION_ENV) or "auto"
         if precision not in PRECISION_NAMES:
             raise ConfigError(
                 f"{PRECISION_ENV} must be one of {list(PRECISION_NAMES)}, got {precision!r}")
@@ -334,7 +336,8 @@ class Settings:
             "output": self.output,
             "cam_threshold": ("each classifier's own" if self.cam_threshold is None
                               else f"{self.cam_threshold:g}"),
-            "screen": str(self.screen).lower(),
+            "screen": ("each classifier's own" if self.screen is None
+                       else str(self.screen).lower()),
             "deadline": "none" if self.deadline is None else f"{self.deadline:g} s",
             "log_db": str(self.log_db) if self.log_db else "off",
         }

@@ -10,10 +10,11 @@ worker measured (:class:`TileCosts`, a running estimate kept by the service, upd
 every tile batch):
 
 1. The best *level* that fits the time left, in this order: the requested AdvCAM steps T
-   without screening (when not requested), with screening, T - 1 without and with
-   screening, ..., plain Grad-CAM (T = 0). A level caps each defect's steps; screening climbs
-   only the tiles the classifier calls defective (p >= 0.5), whose share of tiles is
-   estimated per defect from what this worker has seen.
+   without screening (when not requested, nor the classifier's default), with screening,
+   T - 1 without and with screening, ..., plain Grad-CAM (T = 0). A level caps each defect's
+   steps; screening climbs only the tiles the classifier calls defective (p at least the
+   weights' ``screen_threshold``, else 0.5), whose share of tiles is estimated per defect
+   from what this worker has seen.
 2. When even plain Grad-CAM over every tile does not fit, each defect gets the same share
    of its tiles, the most promising first: a survey of every other tile in both directions
    (coarse to fine, so any prefix is spread over the frame), then the tiles next to the
@@ -42,8 +43,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defectcam.core.predictor import DefectMap
-from defectcam.core.proposer import DefectProposer, ProposalResult
+from defectcam.core.predictor import DefectMap, as_scales
+from defectcam.core.proposer import SCREEN_THRESHOLD, DefectProposer, ProposalResult
+from defectcam.core.proposer import screen_threshold as screen_threshold_of
 from defectcam.core.tiling import TileGrid
 
 Tile = tuple[int, int]
@@ -53,8 +55,6 @@ PLAN_SHARE = 0.9
 #: Seconds kept free at the end for the answer (shapes, interaction log, JSON): a share of the
 #: deadline within these bounds.
 RESERVE_SHARE, RESERVE_MIN, RESERVE_MAX = 0.05, 0.3, 5.0
-#: Screening's probability threshold (the predictor's for ``screen=True``).
-SCREEN_THRESHOLD = 0.5
 
 
 def reserve_for(deadline: float) -> float:
@@ -165,6 +165,8 @@ class TileCosts:
         defect_map.cam_map = cv2.resize(defect_map.cam_map, big[::-1],
                                         interpolation=cv2.INTER_LINEAR)
         defect_map.grid = predictor.tile_grid(*big)
+        work = predictor.working_size(*big)
+        defect_map.working_size = work if work != big else None
         defect_map.tile_probability = np.full((len(defect_map.grid.ys),
                                                len(defect_map.grid.xs)), 0.5, np.float32)
         for _ in range(2):
@@ -284,10 +286,15 @@ class _LabelWork:
     holds at most one full-size map per step count besides the running call's."""
 
     def __init__(self, label: str, predictor: Any, image_shape: tuple[int, int],
-                 iterations: int, screen: bool) -> None:
+                 iterations: int, screen: bool | None) -> None:
         self.label = label
         self.predictor = predictor
+        self.image_shape = image_shape
         self.grid: TileGrid = predictor.tile_grid(*image_shape)
+        #: The probability below which screening leaves a tile unclimbed (when it screens).
+        self.threshold = screen_threshold_of(True, predictor.metadata)
+        # Requested: the request's screen, or (None) the classifier's screen_threshold.
+        screen = screen_threshold_of(screen, predictor.metadata) is not None
         self.tile_pixels = self.grid.tile_h * self.grid.tile_w
         self.remaining: list[Tile] = self.grid.tiles()
         shape = (len(self.grid.ys), len(self.grid.xs))
@@ -354,10 +361,12 @@ class _LabelWork:
         self._sums = {top: raw}
         m = self.predictor.metadata
         normaliser = max(float(raw.max()), m.cam_scale * (top + 1), 1e-12)
+        work = (self.grid.height, self.grid.width)
         return DefectMap(label=self.label, cam_map=raw / np.float32(normaliser),
                          grid=self.grid, tile_probability=self.probability.copy(),
                          climbed=self.climbed.copy(), normaliser=normaliser, iterations=top,
-                         seconds=self._seconds)
+                         seconds=self._seconds,
+                         working_size=work if work != self.image_shape else None)
 
 
 class _Guard:
@@ -413,8 +422,10 @@ def levels(top: int, screen: bool) -> list[tuple[int, bool]]:
 
 
 def _setting(work: _LabelWork, level: tuple[int, bool]) -> tuple[int, bool]:
+    """(steps, screening) of one defect at a level: a defect that asked for screening (or
+    whose classifier screens by default) screens at every level."""
     iterations = min(work.run.requested_iterations, level[0])
-    return iterations, level[1] and iterations > 0
+    return iterations, (level[1] or work.run.requested_screen) and iterations > 0
 
 
 def plan(works: Sequence[_LabelWork], costs: TileCosts, budget: float,
@@ -438,18 +449,20 @@ def propose_within(
     started: float,
     costs: TileCosts,
     cam_threshold: float | None = None,
-    screen: bool = False,
+    screen: bool | None = None,
     progress: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[ProposalResult, DeadlineReport]:
     """Proposals of ``labels`` (each with its requested AdvCAM steps ``iterations[label]``)
-    answered by ``started + deadline`` (``clock`` seconds); see the module docstring."""
+    answered by ``started + deadline`` (``clock`` seconds); see the module docstring.
+    ``screen``: the request's (``None``: each classifier's ``screen_threshold``)."""
     end = started + deadline - reserve_for(deadline)
+    scales = as_scales(image)  # one shrunk copy per working size, for every call
     height, width = image.shape[:2]
     works = [_LabelWork(label, proposer.predictors[label], (height, width), iterations[label],
                         screen) for label in labels]
     top = max((w.run.requested_iterations for w in works), default=0)
-    ladder = levels(top, screen)
+    ladder = levels(top, bool(works) and all(w.run.requested_screen for w in works))
     level = 0
     result = ProposalResult(proposals=[])
     for index, work in enumerate(works):
@@ -485,7 +498,7 @@ def propose_within(
             allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
             guard = _Guard(work, tiles, steps, screened, costs, allowance, end - post, clock)
             defect_map = work.predictor.predict(
-                image, steps, SCREEN_THRESHOLD if screened else None, progress=progress,
+                scales, steps, work.threshold if screened else None, progress=progress,
                 tiles=tiles, stop=guard)
             ran = guard.tiles_run
             if screened and ran:

@@ -110,12 +110,13 @@ def test_values_are_normalised() -> None:
 def test_one_default_everywhere() -> None:
     """No threshold sent, no --min-confidence, no conf_threshold: the function's 0.5."""
     cli = argparse.Namespace(min_confidence=None, iterations=None, cam_threshold=None,
-                             labels=None, output="polygon", screen=False)
+                             labels=None, output="polygon", screen=None)
     defaults = [ProposeOptions(), ProposeOptions.from_body({}), ProposeOptions.from_cli(cli),
                 ProposeOptions.from_cvat_sdk({}).for_cvat_frame(None, True, None)]
     assert {o.min_confidence for o in defaults} == {DEFAULT_MIN_CONFIDENCE} == {0.5}
+    # None: each classifier's own (iterations, cam_threshold, screen_threshold).
     assert {(o.iterations, o.cam_threshold, o.labels, o.screen) for o in defaults} == {
-        (None, None, None, False)}
+        (None, None, None, None)}
 
 
 def test_operator_presets_and_caps() -> None:
@@ -171,7 +172,7 @@ def test_request_body_parsing() -> None:
 def test_settings_defaults_and_origins(tmp_path) -> None:
     settings = Settings.from_env({})
     assert settings == Settings()
-    assert (settings.weights, settings.device, settings.precision) == (REPO_WEIGHTS, None, "fp32")
+    assert (settings.weights, settings.device, settings.precision) == (REPO_WEIGHTS, None, "auto")
     assert (settings.max_pixels, settings.max_iterations, settings.min_confidence) == (
         DEFAULT_MAX_PIXELS, MAX_ITERATIONS, DEFAULT_MIN_CONFIDENCE)
     assert set(settings.origins.values()) == {"default"}
@@ -196,7 +197,7 @@ def test_settings_defaults_and_origins(tmp_path) -> None:
     (MAX_ITERATIONS_ENV, "99", "DEFECTCAM_MAX_ITERATIONS must be within 0..32, got 99"),
     (CONFIDENCE_THRESHOLD_ENV, "1.5", "DEFECTCAM_CONFIDENCE_THRESHOLD must be within 0.0..1.0"),
     (CONFIDENCE_THRESHOLD_ENV, "nan", "DEFECTCAM_CONFIDENCE_THRESHOLD must be within"),
-    (PRECISION_ENV, "fp8", "DEFECTCAM_PRECISION must be one of ['fp32', 'bf16', 'fp16']"),
+    (PRECISION_ENV, "fp8", "DEFECTCAM_PRECISION must be one of ['auto', 'fp32', 'bf16', 'fp16']"),
 ])
 def test_bad_settings_name_the_variable(name, value, message) -> None:
     with pytest.raises(ConfigError) as info:
@@ -213,9 +214,10 @@ def test_one_weights_resolver_and_log_path(tmp_path) -> None:
 
 
 def test_precision_names_are_the_predictors() -> None:
+    from defectcam.core.device import PRECISION_CHOICES
     from defectcam.core.predictor import PRECISIONS
 
-    assert tuple(PRECISIONS) == PRECISION_NAMES
+    assert PRECISION_CHOICES == PRECISION_NAMES == ("auto", *PRECISIONS)
 
 
 def test_public_api() -> None:

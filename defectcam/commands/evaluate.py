@@ -20,7 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from defectcam.config import PRECISION_NAMES
 from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
+from defectcam.core.predictor import TILINGS, parse_working_scale
 from defectcam.data import DEFECTS
 from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
 from defectcam.evaluation.report import build_report, render_markdown, write_gallery, write_json
@@ -84,6 +86,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default=None, help="cpu | cuda (default: CUDA when present)")
     s.add_argument("--tile-batch", type=int, default=None,
                    help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
+    s.add_argument("--precision", default="auto", choices=PRECISION_NAMES,
+                   help="auto: bf16 autocast on CPUs with native bf16 and bf16-capable GPUs, "
+                        "else fp32; fp16: CUDA only (default: %(default)s)")
+    s.add_argument("--working-scale", type=_working_scale, default=None,
+                   help="shrink images by this factor before tiling, e.g. 0.5 or "
+                        "rust=0.5,spalling=0.5 (default: the weights' working_scale)")
+    s.add_argument("--tiling", choices=TILINGS, default="balanced",
+                   help="balanced: the tile count of fixed tiles, each as small as it allows; "
+                        "fixed: every tile of the weights' tile size (default: %(default)s)")
     m = p.add_argument_group("metrics")
     m.add_argument("--tolerance", type=int, default=MatchRule.tolerance_px,
                    help="boundary tolerance in px for touching/found")
@@ -100,6 +111,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="shrink gallery PNGs beyond this side (0: never)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _working_scale(text: str) -> float | dict[str, float]:
+    try:
+        return parse_working_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _plain(value):
@@ -145,7 +163,10 @@ def run(args: argparse.Namespace) -> int:
         weights = args.weights[0] if len(args.weights) == 1 else args.weights
         proposer = DefectProposer.from_weights(weights,
                                                device=resolve_device(args.device, "--device"),
-                                               tile_batch=args.tile_batch)
+                                               tile_batch=args.tile_batch,
+                                               precision=args.precision,
+                                               working_scale=args.working_scale,
+                                               tiling=args.tiling)
         for label, predictor in proposer.predictors.items():
             md = predictor.metadata
             weights_info[label] = {
@@ -153,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
                 "iterations": md.iterations, "cam_threshold": md.cam_threshold,
                 "closing_size": md.closing_size, "min_area": md.min_area,
                 "cam_scale": md.cam_scale, "xi": md.xi, "tau": md.tau, "lam": md.lam,
-                "refinement": md.refinement, "confidence": md.confidence}
+                "refinement": md.refinement, "confidence": md.confidence,
+                "screen_threshold": md.screen_threshold, "precision": predictor.precision,
+                "working_scale": predictor.working_scale, "tiling": predictor.tiling}
     defects = args.defect or (list(proposer.labels) if proposer else list(DEFECTS))
     defects = list(dict.fromkeys(defects))
     if proposer is not None:
@@ -217,8 +240,10 @@ def run(args: argparse.Namespace) -> int:
                     f"({scaled} of {len(evaluation.main.records)} images); metrics are at "
                     f"that size" if args.max_side else "none: full resolution"),
         "weights": weights_info,
-        "weights_description": ", ".join(f"{k} (sha256 {v['sha256'][:12]})"
-                                         for k, v in weights_info.items()) or "none",
+        "weights_description": ", ".join(
+            f"{k} (sha256 {v['sha256'][:12]}, {v['precision']}, working scale "
+            f"{v['working_scale']:g}, {v['tiling']} tiles)"
+            for k, v in weights_info.items()) or "none",
         "device": str(proposer.device) if proposer else "cpu (baselines only)",
         "settings": [s.name for s in settings],
         "match_rule": vars(rule),

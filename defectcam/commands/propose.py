@@ -66,17 +66,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               f"${LABELS_ENV}, else every label of the weights)")
     options.add_argument("--output", choices=OUTPUT_TYPES, default=None,
                          help=f"CVAT shape type (default: ${OUTPUT_ENV}, else polygon)")
-    options.add_argument("--screen", action="store_true", default=None,
+    options.add_argument("--screen", action=argparse.BooleanOptionalAction, default=None,
                          help="skip the climb on tiles the classifier calls negative "
-                              f"(default: ${SCREEN_ENV}, else climb everywhere)")
+                              f"(default: ${SCREEN_ENV}, else each classifier's "
+                              "screen_threshold; 0 there: climb everywhere)")
     p.add_argument("--heatmaps", action="store_true",
                    help="also write one heat map per defect (default: no)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 or auto (default: $DEFECTCAM_DEVICE, else auto: "
                         "cuda if present)")
     p.add_argument("--precision", default=None, choices=PRECISION_NAMES,
-                   help="reduced precision is for CUDA only (default: $DEFECTCAM_PRECISION, "
-                        "else fp32)")
+                   help="auto: bf16 autocast on CPUs with native bf16 and bf16-capable GPUs, "
+                        "else fp32; fp16: CUDA only (default: $DEFECTCAM_PRECISION, else auto)")
     p.add_argument("--tile-batch", type=int, default=None,
                    help="tiles per forward pass (default: 8 on CUDA, 2 on CPU)")
     p.add_argument("--max-pixels", type=int, default=None,

@@ -8,6 +8,8 @@ long traceback from deep inside torch when the first tensor moves.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 #: Values that mean "CUDA when present, else CPU".
@@ -63,3 +65,43 @@ def _check_cuda(device: torch.device, where: str) -> None:
     if device.index is not None and device.index >= count:
         raise DeviceError(f"{where}: only {count} CUDA device(s) visible (cuda:0 to "
                           f"cuda:{count - 1})")
+
+
+# --------------------------------------------------------------------------- precision
+
+#: What a setting may ask for: ``auto`` resolves per device (:func:`resolve_precision`), the
+#: rest are autocast dtypes (``defectcam.core.predictor.PRECISIONS``).
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX): there bf16
+    training steps measured 2.3-2.6x faster than fp32 (shared/docs/cpu.md) and a T = 2 climb
+    1.7x (BENCHMARKS.md); elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device, setting: str = "precision") -> str:
+    """The precision a model runs at on ``device``: ``fp32``, ``bf16`` or ``fp16``.
+
+    ``auto``: bf16 autocast on a CPU with native bf16 (:func:`cpu_supports_bf16`), bf16 on a
+    CUDA GPU that supports it, fp32 everywhere else (emulated bf16 is slower than fp32; fp16
+    stays a choice on CUDA, never a default: the climb's gradients get no loss scaling).
+    ``fp16`` needs CUDA; ``bf16`` asked for explicitly runs anywhere. A :class:`ValueError`
+    names ``setting`` (``--precision``, ``DEFECTCAM_PRECISION``).
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"{setting} must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
+    if precision == "auto":
+        if device.type == "cpu":
+            return "bf16" if cpu_supports_bf16() else "fp32"
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"{setting}=fp16 needs CUDA; on {device.type} use bf16 or fp32")
+    return precision

@@ -12,7 +12,9 @@ Option (bounds; default): Nuclio / HTTP body key, cvat-sdk, ``defectcam propose`
 - ``labels`` (known labels; all): ``labels`` (a list), ``-p labels=str:a,b``, ``--labels a,b``
 - ``output`` (polygon, mask; polygon): ``output``, ``--conv-mask-to-poly`` (else masks),
   ``--output``
-- ``screen`` (bool; false): ``screen``, ``-p screen=bool:true``, ``--screen``
+- ``screen`` (bool; the weights'): ``screen``, ``-p screen=bool:true``,
+  ``--screen`` / ``--no-screen``; absent: as each classifier's ``screen_threshold`` says
+  (0: no screening), true: screening (at that threshold, else p >= 0.5), false: none
 - ``name`` (str; none): ``name``, the frame's name, the file's name
 
 ``threshold`` and ``conf_threshold`` are CVAT's own names (CVAT sends the former, cvat-sdk's
@@ -110,7 +112,7 @@ class ProposeOptions:
     cam_threshold: float | None = None
     labels: tuple[str, ...] | None = None
     output: str = "polygon"
-    screen: bool = False
+    screen: bool | None = None
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -167,7 +169,6 @@ class ProposeOptions:
         """From ``defectcam propose``'s parsed arguments (``labels`` comma-separated)."""
         values = {option: getattr(args, option, None) for option in _DEFAULTS}
         values["labels"] = _split(values["labels"])
-        values["screen"] = values["screen"] or None  # a store_true flag: absent = default
         return cls.build(values, CLI, limits)
 
     # ------------------------------------------------------------------ uses
@@ -225,7 +226,7 @@ def _validate(values: dict[str, Any], spelling: Spelling, limits: Limits,
     if values["output"] not in OUTPUT_TYPES:
         raise OptionError(f"{spelling.show('output')} must be one of {list(OUTPUT_TYPES)}, "
                           f"got {values['output']!r}", spelling.key("output"))
-    if not isinstance(values["screen"], bool):
+    if values["screen"] is not None and not isinstance(values["screen"], bool):
         raise OptionError(f"{spelling.show('screen')} must be true or false, got "
                           f"{json_type(values['screen'])}", spelling.key("screen"))
     if values["name"] is not None and not isinstance(values["name"], str):

@@ -1,7 +1,14 @@
-"""Image -> tiles -> one stitched, normalised defect map (per classifier).
+"""Image -> (working size) -> tiles -> one stitched, normalised defect map (per classifier).
 
 Memory is bounded by the tile batch: tiles are cut from the uint8 image and normalised on the
-device one batch at a time; the only full-size buffers are the uint8 image and one float32 map.
+device one batch at a time; the only full-size buffers are the uint8 image and one float32 map
+(plus, at a working scale below 1, the shrunk image and its map, shared by the defects of a
+request through :class:`ImageScales`).
+
+What makes it fast on a CPU (BENCHMARKS.md, "Request"): bf16 autocast where the CPU has native
+bf16 (``precision="auto"``), the weights' working scale (large blobs such as rust need not run
+at full resolution), balanced tiles (the tile count of fixed tiles, each as small as that
+count allows) and, where the weights ask for it, screening inside the climb.
 """
 
 from __future__ import annotations
@@ -10,27 +17,100 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.cpu_memory import keep_large_allocations_in_heap
-from defectcam.core.device import resolve_device
+from defectcam.core.device import PRECISION_CHOICES, resolve_device, resolve_precision
 from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
 from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: How an image is cut: ``balanced`` (the tile count of fixed tiles, each as small as that
+#: count allows; ``TileGrid.build``) or ``fixed`` (every tile of the weights' tile size).
+TILINGS = ("balanced", "fixed")
+
+
+def check_working_scale(scale: float, setting: str = "working scale") -> float:
+    """A working scale is a factor in (0, 1]: the image is shrunk by it before tiling."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"{setting} must be a number in (0, 1], got {scale!r}")
+    return float(scale)
+
+
+def parse_working_scale(text: str, setting: str = "--working-scale"
+                        ) -> float | dict[str, float]:
+    """``"0.5"`` (every defect) or ``"rust=0.5,spalling=0.5"`` (those defects), as the
+    command line and the benchmarks write a working-scale override."""
+    try:
+        if "=" not in text:
+            return check_working_scale(float(text), setting)
+        scales = {}
+        for part in text.split(","):
+            label, _, value = part.partition("=")
+            scales[label.strip()] = check_working_scale(float(value), setting)
+        return scales
+    except ValueError:
+        raise ValueError(f"{setting} {text!r}: expected a factor in (0, 1] or label=factor "
+                         "pairs such as rust=0.5,spalling=0.5") from None
+
+
+def working_size(height: int, width: int, scale: float, tile_size: int) -> tuple[int, int]:
+    """(height, width) a classifier with this working scale and tile size sees an image at.
+
+    Shrunk by ``scale`` (rounded as training's crops are, ``defectcam.data.crops``), but never
+    below one tile on the shorter side: an image that small costs a tile or two anyway, and
+    shrinking it further would only lose detail.
+    """
+    scale = max(scale, min(1.0, tile_size / max(1, min(height, width))))
+    if scale >= 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class ImageScales:
+    """One request's image and its copies at the working sizes asked for, each made once:
+    the defects of a request that share a working size share its copy (area averaging, as
+    training shrinks its photos)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} "
+                             f"{image.dtype}")
+        self.image = image
+        self._copies: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+    def at(self, size: tuple[int, int]) -> np.ndarray:
+        """The image at (height, width) ``size``."""
+        if size == self.shape:
+            return self.image
+        if size not in self._copies:
+            self._copies[size] = cv2.resize(self.image, (size[1], size[0]),
+                                            interpolation=cv2.INTER_AREA)
+        return self._copies[size]
+
+
+def as_scales(image: np.ndarray | ImageScales) -> ImageScales:
+    return image if isinstance(image, ImageScales) else ImageScales(image)
 
 
 @dataclass
 class DefectMap:
     """The normalised map of one defect over one image, and what made it.
 
-    ``cam_map`` (H, W) float32 in [0, 1]; ``tile_probability`` (rows, cols) the classifier's
-    probability per tile; ``climbed`` (rows, cols) whether the tile was climbed (screening
-    skips negative tiles); ``normaliser`` the divisor that put the map in [0, 1].
+    ``cam_map`` (H, W) float32 in [0, 1], always at the image's own size;
+    ``tile_probability`` (rows, cols) the classifier's probability per tile; ``climbed``
+    (rows, cols) whether the tile was climbed (screening skips negative tiles);
+    ``normaliser`` the divisor that put the map in [0, 1]. ``grid`` tiles the image at its
+    working size ``working_size`` ((height, width); ``None``: the image's own size).
     """
 
     label: str
@@ -42,9 +122,15 @@ class DefectMap:
     iterations: int
     seconds: float
     timings: dict = field(default_factory=dict)
+    working_size: tuple[int, int] | None = None
 
     def probability_at(self, y: int, x: int) -> float:
-        """The classifier's probability for the tile that owns pixel (y, x)."""
+        """The classifier's probability for the tile that owns pixel (y, x) of the image."""
+        height, width = self.cam_map.shape
+        work_h, work_w = self.working_size or (height, width)
+        if (work_h, work_w) != (height, width):  # the grid is in working-size pixels
+            y = min(int((y + 0.5) * work_h / height), work_h - 1)
+            x = min(int((x + 0.5) * work_w / width), work_w - 1)
         i, j = self.grid.owner(y, x)
         return float(self.tile_probability[i, j])
 
@@ -63,14 +149,23 @@ class DefectMapPredictor:
         metadata: WeightsMetadata,
         device: str | torch.device | None = None,
         tile_batch: int | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
+        working_scale: float | None = None,
+        tiling: str = "balanced",
     ) -> None:
+        """``precision``: one of :data:`PRECISION_CHOICES` (``auto``: bf16 autocast on CPUs
+        with native bf16 and bf16-capable GPUs, else fp32); ``working_scale``: overrides the
+        weights' (``None``: ``metadata.working_scale``); ``tiling``: one of :data:`TILINGS`.
+        """
         self.device = pick_device(device)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-        if precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"reduced precision {precision!r} is only supported on CUDA")
-        self.precision = precision
+        if tiling not in TILINGS:
+            raise ValueError(f"tiling must be one of {list(TILINGS)}, got {tiling!r}")
+        self.tiling = tiling
+        #: What runs: fp32, bf16 or fp16 (``auto`` resolved for this device).
+        self.precision = resolve_precision(precision, self.device)
+        #: The image is shrunk by this factor before tiling (see :func:`working_size`).
+        self.working_scale = check_working_scale(
+            metadata.working_scale if working_scale is None else working_scale)
         # An inference copy with BatchNorm folded into the convs (same maps, 8-13 % faster);
         # channels_last: about 30 % faster convolutions on CPU (measured), neutral on GPU.
         self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
@@ -88,15 +183,20 @@ class DefectMapPredictor:
             xi=m.xi, tau=m.tau, lam=m.lam,
         )
 
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the network sees an image of this size at."""
+        return working_size(height, width, self.working_scale, self.metadata.tile_size)
+
     def tile_grid(self, height: int, width: int, tile_size: int | None = None) -> TileGrid:
-        """The tiles an image of this size is cut into."""
+        """The tiles an image of this size is cut into (at its working size)."""
         m = self.metadata
-        return TileGrid.build(height, width, tile_size or m.tile_size, m.tile_overlap,
-                              multiple=INPUT_MULTIPLE)
+        return TileGrid.build(*self.working_size(height, width), tile_size or m.tile_size,
+                              m.tile_overlap, multiple=INPUT_MULTIPLE,
+                              balanced=self.tiling == "balanced")
 
     def predict(
         self,
-        image: np.ndarray,
+        image: np.ndarray | ImageScales,
         iterations: int | None = None,
         screen_threshold: float | None = None,
         tile_size: int | None = None,
@@ -104,7 +204,8 @@ class DefectMapPredictor:
         tiles: Sequence[tuple[int, int]] | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> DefectMap:
-        """Map of this defect over ``image`` (H, W, 3) uint8 RGB.
+        """Map of this defect over ``image`` (H, W, 3) uint8 RGB (or the request's
+        :class:`ImageScales`, whose shrunk copies the defects share).
 
         ``screen_threshold``: when set, tiles whose probability is below it skip the climb
         and keep their plain Grad-CAM (scaled to the same T+1 terms).
@@ -113,14 +214,20 @@ class DefectMapPredictor:
         (benchmarks time a subset of a large image's tiles this way).
         ``stop`` is asked before each batch; once it answers True the remaining tiles are
         left out like those not in ``tiles`` (the service's deadline, ``defectcam.deadline``).
+
+        At a working scale below 1 the image is shrunk before tiling and the stitched map is
+        enlarged back (bilinear), so the map, and every proposal made from it, is in the
+        image's own pixels; the grid and ``tiles`` are at the working size.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        scales = as_scales(image)
         start = time.perf_counter()
         settings = self.settings(iterations)
         m = self.metadata
-        grid = self.tile_grid(image.shape[0], image.shape[1], tile_size)
-        acc = np.zeros(image.shape[:2], dtype=np.float32)
+        height, width = scales.shape
+        work = self.working_size(height, width)
+        image = scales.at(work)
+        grid = self.tile_grid(height, width, tile_size)
+        acc = np.zeros(work, dtype=np.float32)
         probability = np.zeros((len(grid.ys), len(grid.xs)), dtype=np.float32)
         climbed = np.zeros_like(probability, dtype=bool)
         if tiles is None:
@@ -143,12 +250,17 @@ class DefectMapPredictor:
                 progress(len(batch))
         # One normaliser per image and defect: per-tile normalisation would blow the noise
         # of a defect-free tile up to full strength.
+        # At the image's own size (bilinear: no new peaks), so that maps of parts of an image
+        # merge into the map of the whole (defectcam.deadline).
+        if work != (height, width):
+            acc = cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR)
         normaliser = max(float(acc.max()), m.cam_scale * (settings.iterations + 1), 1e-12)
         acc /= normaliser
         return DefectMap(
             label=m.label, cam_map=acc, grid=grid, tile_probability=probability,
             climbed=climbed, normaliser=normaliser, iterations=settings.iterations,
             seconds=time.perf_counter() - start,
+            working_size=work if work != (height, width) else None,
         )
 
     def _run_batch(self, x0: torch.Tensor, settings: AdvCAMSettings,
@@ -156,17 +268,11 @@ class DefectMapPredictor:
         """CAM sums (B, h, w), original logits (B,) and climbed flags for one tile batch."""
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            if screen_threshold is None or settings.iterations == 0:
-                result = advcam_climb(self.model, x0, settings)
-                climb = np.full(len(x0), settings.iterations > 0)
-                return (result.cam.float().cpu().numpy(), result.logit.float().cpu().numpy(),
-                        climb)
-            with torch.no_grad():
-                first = self.model(x0)
-            cams = first.cam.float() * (settings.iterations + 1)
-            logits = first.logit.float()
-            climb = torch.sigmoid(logits) >= screen_threshold
-            if bool(climb.any()):
-                result = advcam_climb(self.model, x0[climb], settings)
-                cams[climb] = result.cam.float()
-        return cams.cpu().numpy(), logits.cpu().numpy(), climb.cpu().numpy()
+            result = advcam_climb(self.model, x0, settings, screen_threshold)
+        return (result.cam.float().cpu().numpy(), result.logit.float().cpu().numpy(),
+                result.climbed.cpu().numpy())
+
+
+__all__ = ["PRECISIONS", "PRECISION_CHOICES", "TILINGS", "DefectMap", "DefectMapPredictor",
+           "ImageScales", "as_scales", "check_working_scale", "parse_working_scale",
+           "pick_device", "working_size"]

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +16,29 @@ import torch
 
 from defectcam.core.options import Limits, ProposeOptions
 from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
-from defectcam.core.predictor import DefectMap, DefectMapPredictor
+from defectcam.core.predictor import DefectMap, DefectMapPredictor, ImageScales, as_scales
 from defectcam.core.refine import Refinement
-from defectcam.core.weights import find_weights, load_weights
+from defectcam.core.weights import WeightsMetadata, find_weights, load_weights
+
+#: Screening's probability threshold for ``screen=True`` with weights that set none.
+SCREEN_THRESHOLD = 0.5
+
+
+def screen_threshold(screen: bool | float | None, metadata: WeightsMetadata) -> float | None:
+    """The probability below which a tile is not climbed, ``None`` for no screening.
+
+    ``screen``: ``None`` = the weights' ``screen_threshold`` (0: off); ``True`` = the weights'
+    threshold, else :data:`SCREEN_THRESHOLD`; ``False`` = off; a number = that threshold.
+    """
+    if screen is None:
+        return metadata.screen_threshold or None
+    if screen is True:
+        return metadata.screen_threshold or SCREEN_THRESHOLD
+    if screen is False:
+        return None
+    if not 0.0 < float(screen) < 1.0:
+        raise ValueError(f"a screening threshold must be in (0, 1), got {screen}")
+    return float(screen)
 
 
 @dataclass
@@ -46,16 +66,29 @@ class DefectProposer:
         weights: str | Path | Sequence[str | Path],
         device: str | torch.device | None = None,
         tile_batch: int | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
+        working_scale: float | Mapping[str, float] | None = None,
+        tiling: str = "balanced",
     ) -> DefectProposer:
-        """Load every ``*.safetensors`` of a directory (or the listed files)."""
+        """Load every ``*.safetensors`` of a directory (or the listed files).
+
+        ``precision`` and ``tiling``: see :class:`DefectMapPredictor`; ``working_scale``
+        overrides the weights' own: one factor for every defect, or ``{label: factor}`` for
+        some of them (the others keep the weights' value).
+        """
         found = find_weights(weights if isinstance(weights, (str, Path)) else list(weights))
+        if isinstance(working_scale, Mapping) and (
+                unknown := sorted(set(working_scale) - set(found))):
+            raise ValueError(f"working scale for unknown labels {unknown}; the weights know "
+                             f"{sorted(found)}")
         predictors = []
-        for path in found.values():
+        for label, path in found.items():
             model, metadata = load_weights(path)
+            scale = (working_scale.get(label) if isinstance(working_scale, Mapping)
+                     else working_scale)
             predictors.append(
                 DefectMapPredictor(model, metadata, device, tile_batch=tile_batch,
-                                   precision=precision)
+                                   precision=precision, working_scale=scale, tiling=tiling)
             )
         return cls(predictors)
 
@@ -77,11 +110,11 @@ class DefectProposer:
 
     def propose(
         self,
-        image: np.ndarray,
+        image: np.ndarray | ImageScales,
         iterations: int | None = None,
         cam_threshold: float | None = None,
         labels: Sequence[str] | None = None,
-        screen: bool | float = False,
+        screen: bool | float | None = None,
         min_confidence: float = 0.0,
     ) -> list[Proposal]:
         """Proposals for ``image`` ((H, W, 3) uint8 RGB); see :meth:`propose_detailed`."""
@@ -91,11 +124,11 @@ class DefectProposer:
 
     def propose_detailed(
         self,
-        image: np.ndarray,
+        image: np.ndarray | ImageScales,
         iterations: int | None = None,
         cam_threshold: float | None = None,
         labels: Sequence[str] | None = None,
-        screen: bool | float = False,
+        screen: bool | float | None = None,
         min_confidence: float = 0.0,
         progress: Callable[[int], None] | None = None,
     ) -> ProposalResult:
@@ -103,8 +136,9 @@ class DefectProposer:
 
         iterations: AdvCAM steps T (None: each classifier's recommended value; 0: Grad-CAM).
         cam_threshold: binarisation threshold on the normalised map (None: recommended, 0.1).
-        screen: skip the climb on tiles the classifier calls negative (True: p < 0.5, or a
-            probability threshold).
+        screen: skip the climb on tiles the classifier calls negative (None: as each
+            classifier's ``screen_threshold`` says; True: below that, else p < 0.5; False:
+            climb every tile; or a probability threshold): :func:`screen_threshold`.
         min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
 
         A proposal's confidence is, as the weights' metadata says (``confidence``), the
@@ -114,12 +148,15 @@ class DefectProposer:
         """
         # The request contract's bounds (core/options.py; OptionError is a ValueError).
         ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)
-        screen_threshold = (0.5 if screen is True else float(screen)) if screen else None
         result = ProposalResult(proposals=[])
+        scales = as_scales(image)  # one shrunk copy per working size, for every defect
+        image = scales.image
         for label in self.check_labels(labels):
             predictor = self.predictors[label]
             start = time.perf_counter()
-            defect_map = predictor.predict(image, iterations, screen_threshold, progress=progress)
+            defect_map = predictor.predict(scales, iterations,
+                                           screen_threshold(screen, predictor.metadata),
+                                           progress=progress)
             proposals = self.map_to_proposals(defect_map, cam_threshold, image)
             result.proposals.extend(p for p in proposals if p.confidence >= min_confidence)
             result.maps[label] = defect_map

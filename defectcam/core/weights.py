@@ -57,7 +57,12 @@ class WeightsMetadata:
     #: The image is shrunk by this factor before tiling and the map enlarged back (speed:
     #: large blobs such as rust may run at 0.5, 4x fewer pixels; thin cracks stay at 1.0).
     #: Sidecars written before this field existed load with 1.0, the behaviour they had.
+    #: The predictor never shrinks an image below one tile (``tile_size``) on its shorter side.
     working_scale: float = 1.0
+    #: Tile screening for requests that do not say: tiles whose probability is below this
+    #: keep their plain Grad-CAM instead of being climbed (0 = climb every tile, the
+    #: behaviour of sidecars written before this field existed).
+    screen_threshold: float = 0.0
     #: Fitting proposals to image evidence (``defectcam.core.refine.Refinement`` as a dict; empty:
     #: the map alone, the paper's post-processing).
     refinement: dict = field(default_factory=dict)
@@ -94,6 +99,15 @@ class WeightsMetadata:
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
+        scale = data.get("working_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            raise WeightsError(f"{source}: working_scale must be a number in (0, 1], "
+                               f"got {scale!r}")
+        screen = data.get("screen_threshold", 0.0)
+        if isinstance(screen, bool) or not isinstance(screen, (int, float)) or not (
+                0 <= screen < 1):
+            raise WeightsError(f"{source}: screen_threshold must be a number in [0, 1) "
+                               f"(0: no screening), got {screen!r}")
         if data.get("confidence", "tile") not in CONFIDENCE_KINDS:
             raise WeightsError(f"{source}: confidence must be one of {CONFIDENCE_KINDS}, "
                                f"got {data['confidence']!r}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from defectcam.core.device import cpu_supports_bf16
 from defectcam.core.model import DefectClassifier, build_classifier
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
@@ -98,16 +99,6 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return world, (dist.get_rank() if world > 1 else 0)
 
 # ------------------------------------------------------------------------------------------
-
-
-def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX): there bf16
-    training steps measured 2.3-2.6x faster than fp32 (shared/docs/cpu.md); elsewhere bf16
-    is emulated and slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
