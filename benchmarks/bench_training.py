@@ -27,11 +27,12 @@ import torch
 from report import machine, write_section  # benchmarks/report.py (the script's folder)
 from torch.utils.data import DataLoader
 
+from defectcam.core.device import cpu_supports_bf16
 from defectcam.core.model import build_classifier
 from defectcam.core.weights import WeightsMetadata
 from defectcam.data.crops import ClickCropDataset, CropSet, read_rgb
 from defectcam.data.sources import pairs_for_defect
-from defectcam.training.loop import cpu_supports_bf16, fit_step
+from defectcam.training.loop import fit_step
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = "bench_training.py"
