@@ -43,6 +43,7 @@ CHOICES = {
     "cam_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
     "dilation": (0, 8, 16, 32, 48, 64),
     "keep": ("pixels", "components"),
+    "fill": (0, 8, 16, 32),
     "confidence": ("peak", "near-peak"),
     "kernel_px": {"dark-lines": (15, 21, 31), "rough-dark": (9, 15, 25), "rust-colour": (15,)},
     "k": {"dark-lines": (1.0, 1.5, 2.0, 2.5), "rough-dark": (0.5, 1.0, 1.5),
@@ -59,7 +60,7 @@ class Candidate:
     def label(self) -> str:
         r = self.refinement
         return (f"t={self.cam_threshold:g} d={r.dilation} keep={r.keep} kernel={r.kernel_px} "
-                f"k={r.k:g} conf={self.confidence}")
+                f"k={r.k:g} fill={r.fill} conf={self.confidence}")
 
     def sidecar(self) -> dict:
         return {"cam_threshold": self.cam_threshold, "confidence": self.confidence,
@@ -158,7 +159,8 @@ def main() -> None:
     improved = True
     while improved:
         improved = False
-        for name in ("cam_threshold", "dilation", "k", "kernel_px", "keep", "confidence"):
+        for name in ("cam_threshold", "dilation", "k", "kernel_px", "keep", "fill",
+                     "confidence"):
             values = CHOICES[name]
             if isinstance(values, dict):
                 values = values[evidence]

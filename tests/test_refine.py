@@ -154,3 +154,20 @@ def test_near_peak_scores_a_proposal_by_the_map_beside_it(tmp_path) -> None:
     for p in result.proposals:
         own = cam_map[p.full_mask(*cam_map.shape)].max()
         assert p.confidence >= own - 1e-6  # never below the proposal's own peak
+
+
+def test_fill_draws_one_outline_around_patchy_evidence() -> None:
+    evidence = np.zeros((80, 80), bool)
+    evidence[20:60:4, 20:60] = True  # a striped patch: many thin components
+    region = np.zeros_like(evidence)
+    region[40, 40] = True
+    plain = Refinement("rough-dark", dilation=30).fit(region, evidence)
+    solid = Refinement("rough-dark", dilation=30, fill=3).fit(region, evidence)
+    assert plain.sum() == evidence.sum()
+    assert solid[21:56, 21:59].all() and not solid[:15].any() and not solid[65:].any()
+    ring = np.zeros_like(evidence)
+    ring[20:60, 20:60] = True
+    ring[30:50, 30:50] = False
+    assert Refinement("rough-dark", dilation=30, fill=1).fit(region, ring)[30:50, 30:50].all()
+    with pytest.raises(ValueError, match="fill"):
+        Refinement("rough-dark", fill=-1)

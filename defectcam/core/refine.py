@@ -113,7 +113,9 @@ class Refinement:
     post-processing). ``dilation``: pixels added around the map's region before the
     intersection (the CAM band may sit beside a thin defect rather than on it). ``kernel_px``
     and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k`` is the
-    minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`.
+    minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the fitted
+    mask with a disc of this radius and fill its holes (blobs such as spalling are drawn as
+    one outline around patchy evidence; 0: off).
     """
 
     evidence: str = "none"
@@ -121,13 +123,14 @@ class Refinement:
     kernel_px: int = 15
     k: float = 1.5
     keep: str = "pixels"
+    fill: int = 0
 
     def __post_init__(self) -> None:
         if self.evidence != "none" and self.evidence not in EVIDENCE_KINDS:
             raise ValueError(f"unknown evidence {self.evidence!r}; known: none, "
                              f"{', '.join(EVIDENCE_KINDS)}")
-        if self.dilation < 0 or self.kernel_px < 1:
-            raise ValueError("refinement dilation must be >= 0 and kernel_px >= 1")
+        if self.dilation < 0 or self.kernel_px < 1 or self.fill < 0:
+            raise ValueError("refinement dilation and fill must be >= 0 and kernel_px >= 1")
         if self.keep not in KEEP_KINDS:
             raise ValueError(f"unknown keep {self.keep!r}; known: {', '.join(KEEP_KINDS)}")
 
@@ -160,13 +163,13 @@ class Refinement:
         """``region`` fitted to an evidence map already computed (same size, boolean)."""
         region = grow(region, self.dilation)
         inside = region & evidence
-        if self.keep == "pixels" or not inside.any():
-            return inside
-        count, labels = cv2.connectedComponents(evidence.astype(np.uint8), connectivity=8)
-        touched = np.zeros(count, bool)
-        touched[np.unique(labels[inside])] = True
-        touched[0] = False
-        return touched[labels]
+        if self.keep == "components" and inside.any():
+            count, labels = cv2.connectedComponents(evidence.astype(np.uint8), connectivity=8)
+            touched = np.zeros(count, bool)
+            touched[np.unique(labels[inside])] = True
+            touched[0] = False
+            inside = touched[labels]
+        return filled(inside, self.fill) if self.fill else inside
 
     def score_map(self, cam_map: np.ndarray) -> np.ndarray:
         """The map each proposal's ``near-peak`` confidence is read from: the map's maximum
@@ -177,6 +180,16 @@ class Refinement:
         kernel = cv2.getStructuringElement(
             cv2.MORPH_ELLIPSE, (2 * self.dilation + 1, 2 * self.dilation + 1))
         return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), kernel)
+
+
+def filled(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` closed with a disc of ``radius`` px, then every hole filled (boolean)."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros_like(closed)
+    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out.astype(bool)
 
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:
