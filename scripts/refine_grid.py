@@ -38,6 +38,9 @@ from defectcam.evaluation.run import folder_items, load_item
 
 REPO = Path(__file__).resolve().parents[1]
 EVIDENCE = {"crack": "dark-lines", "rust": "rust-colour", "spalling": "rough-dark"}
+#: The evidence kinds a defect's search may pick (its own, and the baseline's strict rule).
+EVIDENCE_CHOICES = {"crack": ("dark-lines", "dark-lines-otsu"), "rust": ("rust-colour",),
+                    "spalling": ("rough-dark", "rough-dark-otsu")}
 #: Values each setting may take (the search starts from the weights' current sidecar).
 CHOICES = {
     "cam_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
@@ -45,9 +48,11 @@ CHOICES = {
     "keep": ("pixels", "components"),
     "fill": (0, 8, 16, 32),
     "confidence": ("peak", "near-peak"),
-    "kernel_px": {"dark-lines": (15, 21, 31), "rough-dark": (9, 15, 25), "rust-colour": (15,)},
+    "kernel_px": {"dark-lines": (15, 21, 31), "rough-dark": (9, 15, 25), "rust-colour": (15,),
+                  "dark-lines-otsu": (15, 21, 31), "rough-dark-otsu": (9, 15, 25)},
     "k": {"dark-lines": (1.0, 1.5, 2.0, 2.5), "rough-dark": (0.5, 1.0, 1.5),
-          "rust-colour": (40, 55, 70, 90)},
+          "rust-colour": (40, 55, 70, 90), "dark-lines-otsu": (1.5, 2.0),
+          "rough-dark-otsu": (1.0,)},
 }
 
 
@@ -155,13 +160,13 @@ def main() -> None:
         EVIDENCE[args.defect], 16)
     best = Candidate(meta.cam_threshold, current,
                      meta.confidence if meta.confidence != "tile" else "peak")
-    evidence = best.refinement.evidence
     improved = True
     while improved:
         improved = False
-        for name in ("cam_threshold", "dilation", "k", "kernel_px", "keep", "fill",
+        for name in ("cam_threshold", "dilation", "evidence", "k", "kernel_px", "keep", "fill",
                      "confidence"):
-            values = CHOICES[name]
+            evidence = best.refinement.evidence
+            values = EVIDENCE_CHOICES[args.defect] if name == "evidence" else CHOICES[name]
             if isinstance(values, dict):
                 values = values[evidence]
             for value in values:
@@ -169,6 +174,9 @@ def main() -> None:
                     c = replace(best, cam_threshold=value)
                 elif name == "confidence":
                     c = replace(best, confidence=value)
+                elif name == "evidence":  # a new kind starts from its own first k
+                    c = replace(best, refinement=replace(best.refinement, evidence=value,
+                                                         k=CHOICES["k"][value][0]))
                 else:
                     c = replace(best, refinement=replace(best.refinement, **{name: value}))
                 if run(c) > run(best) + 1e-9:

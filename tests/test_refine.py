@@ -171,3 +171,15 @@ def test_fill_draws_one_outline_around_patchy_evidence() -> None:
     assert Refinement("rough-dark", dilation=30, fill=1).fit(region, ring)[30:50, 30:50].all()
     with pytest.raises(ValueError, match="fill"):
         Refinement("rough-dark", fill=-1)
+
+
+def test_strict_evidence_kinds_are_the_baselines_rules() -> None:
+    from defectcam.evaluation.baselines import spalling_baseline
+
+    image, _ = _cracked(4)
+    assert (Refinement("dark-lines-otsu", kernel_px=15, k=2.0).evidence_map(image)
+            == crack_baseline(image)).all()
+    assert (Refinement("rough-dark-otsu", kernel_px=15).evidence_map(image)
+            == spalling_baseline(image)).all()
+    # the sensitive rule takes more than the strict one on the same image
+    assert dark_lines(image, 15, 1.5).sum() > crack_baseline(image).sum()

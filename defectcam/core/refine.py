@@ -21,6 +21,9 @@ evidence use a more sensitive threshold than it could afford on the whole image.
 - ``rough-dark`` (spalling): local grey standard deviation in a ``kernel_px`` window above
   ``k`` times its image median, and local mean grey below the image median (exposed aggregate
   is darker and rougher than the cast surface).
+- ``dark-lines-otsu`` / ``rough-dark-otsu``: the same with the baselines' image-wide
+  thresholds (Otsu), so that the classifier's region only chooses among the baseline's
+  components (with ``keep="components"``) instead of reshaping them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import cv2
 import numpy as np
 
 #: Evidence kinds and the defect each was made for.
-EVIDENCE_KINDS = ("dark-lines", "rust-colour", "rough-dark")
+EVIDENCE_KINDS = ("dark-lines", "rust-colour", "rough-dark", "dark-lines-otsu",
+                  "rough-dark-otsu")
 #: What the region keeps of the evidence: its pixels inside the region, or every connected
 #: evidence component that reaches into the region (a crack continues past the CAM's band).
 KEEP_KINDS = ("pixels", "components")
@@ -98,10 +102,20 @@ def rough_dark(image: np.ndarray, kernel_px: int = 15, k: float = 1.0) -> np.nda
     return (std > k * float(np.median(std))) & (mean < float(np.median(mean)))
 
 
+def rough_dark_otsu(image: np.ndarray, kernel_px: int = 15) -> np.ndarray:
+    """Rough and dark by the image's own split: local grey std (scaled to 0-255) above its
+    Otsu threshold, and grey below the image median (the spalling baseline's rule)."""
+    mean, std = local_grey_stats(image, kernel_px)
+    std8 = np.clip(std * (255.0 / max(float(std.max()), 1e-6)), 0, 255).astype(np.uint8)
+    return (std8 > otsu_threshold(std8)) & (mean < float(np.median(grey(image))))
+
+
 _EVIDENCE: dict[str, Callable[..., np.ndarray]] = {
     "dark-lines": lambda image, s: dark_lines(image, s.kernel_px, s.k),
     "rust-colour": lambda image, s: rust_colour(image, min_saturation=int(s.k)),
     "rough-dark": lambda image, s: rough_dark(image, s.kernel_px, s.k),
+    "dark-lines-otsu": lambda image, s: dark_lines(image, s.kernel_px, s.k, otsu=True),
+    "rough-dark-otsu": lambda image, s: rough_dark_otsu(image, s.kernel_px),
 }
 
 

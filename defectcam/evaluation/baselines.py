@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from defectcam.core.postprocess import Proposal, close_mask, mask_to_proposals
-from defectcam.core.refine import dark_lines, grey, local_grey_stats, otsu_threshold, rust_colour
+from defectcam.core.refine import dark_lines, rough_dark_otsu, rust_colour
 
 
 def crack_baseline(image: np.ndarray, kernel_px: int = 15, k: float = 2.0) -> np.ndarray:
@@ -40,10 +40,7 @@ def rust_baseline(image: np.ndarray) -> np.ndarray:
 
 def spalling_baseline(image: np.ndarray, window_px: int = 15) -> np.ndarray:
     """Textured and darker than the median: local grey std above Otsu, grey below median."""
-    mean, std = local_grey_stats(image, window_px)
-    std8 = np.clip(std * (255.0 / max(float(std.max()), 1e-6)), 0, 255).astype(np.uint8)
-    rough = std8 > otsu_threshold(std8)
-    return rough & (mean < float(np.median(grey(image))))
+    return rough_dark_otsu(image, window_px)
 
 
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
