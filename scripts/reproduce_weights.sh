@@ -42,16 +42,18 @@ defectcam train --defect "$defect" --clicks "$runs/$defect.train-clicks.xml" --i
   --epochs "$epochs" "${step_arg[@]}" --micro-batch 32 --lr "$lr" --precision "$precision" --seed 0 --no-progress
 # The resumable checkpoint (model + AdamW state) is not shipped: keep it with the run.
 mv -f "$out/$defect".checkpoint.* "$runs/" 2>/dev/null || true
-# Post-processing chosen on validation maps (scripts/refine_grid.py, model card): written into
-# the sidecar (its checksum covers the tensors only).
+# Post-processing written into the sidecar (its checksum covers the tensors only): spalling's
+# was chosen on training-split photos by scripts/refine_grid.py (round 4); crack's and rust's
+# are round 3's, chosen on validation maps (model card).
 python3 - "$out/$defect.json" "$defect" <<'PY'
 import json, sys
 path, defect = sys.argv[1], sys.argv[2]
 chosen = {
     "crack": {"iterations": 0, "cam_threshold": 0.3, "confidence": "peak", "refinement": {
         "evidence": "dark-lines", "dilation": 16, "kernel_px": 21, "k": 1.5}},
-    "spalling": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
-        "evidence": "rough-dark", "dilation": 16, "kernel_px": 15, "k": 0.5}},
+    "spalling": {"iterations": 0, "cam_threshold": 0.2, "confidence": "near-peak", "refinement": {
+        "evidence": "rough-dark-otsu", "dilation": 48, "kernel_px": 9, "k": 1.0, "keep": "pixels",
+        "fill": 0}},
     "rust": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
         "evidence": "rust-colour", "dilation": 16, "kernel_px": 15, "k": 70}},
 }[defect]
