@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from report import machine, write_section  # benchmarks/report.py (the script's folder)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -211,6 +211,7 @@ def main() -> None:
         one(args)
         return
     small, large = ("quick", "quick-large") if args.quick else ("2mp", "25mp")
+    host = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else machine()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -232,23 +233,15 @@ def main() -> None:
                             if not peer_tiles else None)
                 rows.append({"image": image, "T": t, "ours": ours, "ours_sub": ours_sub,
                              "peer": peer, "max_rel_diff": diff, "variants": variants})
-    write_report(rows, args)
+    write_report(rows, args, host)
 
 
-def write_report(rows, args) -> None:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else \
-        f"CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, " \
-        f"{torch.get_num_threads()} threads"
+def write_report(rows, args, host: str) -> None:
+    """Write this script's section of ``args.out``; ``host``: the device line of the run."""
     lines = [
-        ENGINE_BEGIN, "## Engine: defectcam vs a naive peer", "",
+        "## Engine: defectcam vs a naive peer", "",
         f"Engine benchmark (`python benchmarks/bench_engine.py`), "
-        f"{datetime.date.today().isoformat()}, {device}.",
+        f"{datetime.date.today().isoformat()}, {host}.",
         f"Weights: {rows[0]['ours']['weights']}; tiles {512}px, overlap 128px.", "",
         "Peer: pytorch-grad-cam `GradCAM` (hooks + backward, per-image scaling off) on the "
         "same model and weights, plus a plain per-tile AdvCAM loop, one tile at a time. Ours: "
@@ -288,24 +281,8 @@ def write_report(rows, args) -> None:
             lines.append(f"| {r['image']} | {r['T']} | {u:.1f} | {f:.1f} | {o:.1f} | "
                          f"{u / f:.2f}x | {u / o:.2f}x | {r['peer']['seconds'] / u:.2f}x |")
         lines.append("")
-    write_section(args.out, "\n".join(lines + [ENGINE_END]))
+    write_section(args.out, "bench_engine.py", "\n".join(lines))
     print(f"wrote {args.out}")
-
-
-ENGINE_BEGIN = "<!-- bench_engine.py: generated section, begin -->"
-ENGINE_END = "<!-- bench_engine.py: generated section, end -->"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this script's section of ``path`` (or add it), keeping everything else."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if ENGINE_BEGIN in text and ENGINE_END in text:
-        before, rest = text.split(ENGINE_BEGIN, 1)
-        after = rest.split(ENGINE_END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

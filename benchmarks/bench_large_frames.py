@@ -29,13 +29,14 @@ import base64
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import machine, write_section  # benchmarks/report.py (the script's folder)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,8 +45,7 @@ DATA = Path(os.environ.get("DEFECTCAM_SHARED_DATA", REPO.parent / "shared" / "da
 PHOTO = DATA / "rust/corrosion/images/148.jpg"  # 1600x1200, validation split
 FRAMES = {"2mp": (1600, 1200), "45mp": (8192, 5460), "100mp": (11648, 8736)}
 QUICK = {"2mp": (400, 300), "45mp": (1024, 683)}
-BEGIN = "<!-- bench_large_frames.py: generated section, begin -->"
-END = "<!-- bench_large_frames.py: generated section, end -->"
+THREADS = os.environ.get("OMP_NUM_THREADS", "2")  # torch threads of each measuring process
 
 
 def rss_mb() -> float:
@@ -142,7 +142,7 @@ def measure(body_path: Path, mode: str, tiles: int, deadline: float) -> dict:
 def run_child(body_path: Path, mode: str, tiles: int, deadline: float) -> dict:
     command = [sys.executable, __file__, "--child", str(body_path), "--mode", mode,
                "--tiles", str(tiles), "--deadline", str(deadline)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "OMP_NUM_THREADS": THREADS}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} on {body_path.name} failed:\n{done.stderr[-3000:]}")
@@ -152,25 +152,10 @@ def run_child(body_path: Path, mode: str, tiles: int, deadline: float) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
-
-    load = os.getloadavg()[0]
-    return (f"CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{os.environ.get('OMP_NUM_THREADS', '2')} threads; load average {load:.1f} at "
-            f"the start (the machine is shared with a training run)")
-
-
 def report(rows: list[dict], args, host: str) -> str:
     base = {r["mode"]: r for r in rows if r["frame"] == rows[0]["frame"]}
     lines = [
-        BEGIN, "## Large frames: memory and the deadline", "",
+        "## Large frames: memory and the deadline", "",
         f"`python benchmarks/bench_large_frames.py`, {datetime.date.today().isoformat()}, "
         f"{host}.", "",
         "One request as the Nuclio function answers it (base64 body -> decode -> three "
@@ -207,18 +192,8 @@ def report(rows: list[dict], args, host: str) -> str:
                      f"{ratio:.2f}x | {o['peak_extra_mb']:.0f} | {o['decode_s']:.1f} |")
     lines += ["", "Deadline runs, steps per defect (steps -> tiles): " + "; ".join(
         f"{r['frame']}: {json.dumps(r['result']['steps'])}" for r in rows
-        if r["mode"] == "deadline"), "", END]
+        if r["mode"] == "deadline")]
     return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> None:
@@ -239,7 +214,7 @@ def main() -> None:
     frames = QUICK if args.quick else FRAMES
     if args.frames:
         frames = {k: frames[k] for k in args.frames.split(",")}
-    host = machine()
+    host = machine(int(THREADS))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, size in frames.items():
@@ -251,7 +226,7 @@ def main() -> None:
     section = report(rows, args, host)
     print(section)
     if not args.quick:
-        write_section(args.out, section)
+        write_section(args.out, "bench_large_frames.py", section)
         print(f"wrote {args.out}")
 
 

@@ -1,6 +1,7 @@
 """Cost of the proposal log per answered request (docs/feedback-loop.md, BENCHMARKS.md).
 
     .venv/bin/python benchmarks/bench_log.py [--proposals 20] [--requests 200]
+    .venv/bin/python benchmarks/bench_log.py --append BENCHMARKS.md   # writes its section
 
 Baseline: what the handler does anyway after inference (proposals -> CVAT shape dicts).
 Logged: the same plus ``log_proposals`` (one committed transaction), given the shape dicts
@@ -14,13 +15,13 @@ import argparse
 import datetime
 import hashlib
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from report import machine, write_section  # benchmarks/report.py (the script's folder)
 
 from defectcam.core.cvat import proposal_to_cvat_shape
 from defectcam.core.postprocess import mask_to_proposals
@@ -54,8 +55,10 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=20)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--append", type=Path, default=None,
-                        help="append the table as a Markdown section to this file")
+                        help="write the table as this script's section of this Markdown "
+                             "file (replacing the section of an earlier run)")
     args = parser.parse_args()
+    host = machine()
     proposals = crack_like_proposals(args.proposals)
     print(f"{len(proposals)} proposals per request, mean area "
           f"{statistics.fmean(p.area for p in proposals):.0f} px, "
@@ -98,14 +101,13 @@ def main() -> None:
         table.append(f"| {name} | {statistics.median(times):.2f} | {p95:.2f} | {size} |")
     if args.append:
         header = [
-            "", "## Interaction log overhead", "",
+            "## Interaction log overhead", "",
             f"`python benchmarks/bench_log.py --append BENCHMARKS.md`, "
-            f"{datetime.date.today().isoformat()}, {platform.machine()} "
-            f"({os.cpu_count()} cores): {len(proposals)} crack-like proposals per request on "
-            f"a 2048x1536 frame, {args.requests} requests each. Baseline = building the "
-            f"answer's shapes without logging, in the same run.", ""]
-        with open(args.append, "a") as fh:
-            fh.write("\n".join(header + table) + "\n")
+            f"{datetime.date.today().isoformat()}, {host}: {len(proposals)} crack-like "
+            f"proposals per request on a 2048x1536 frame, {args.requests} requests each. "
+            "Baseline = building the answer's shapes without logging, in the same run.", ""]
+        write_section(args.append, "bench_log.py", "\n".join(header + table))
+        print(f"wrote {args.append}")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from report import machine, write_section  # benchmarks/report.py (the script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = "quality_price.py"
 DEFECTS = ("crack", "spalling", "rust")
 #: A change may cost at most this many points (of 100) of pixel IoU or Eq. 3 time saving.
 MAX_LOSS_POINTS = 1.0
@@ -179,20 +181,6 @@ def evaluate_defect(defect: str, args: argparse.Namespace
             return [(s, against, done[names[s.name]]) for s, _, against in rows]
 
 
-BEGIN = "<!-- quality_price.py: generated section, begin -->"
-END = "<!-- quality_price.py: generated section, end -->"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=REPO / "weights")
@@ -216,17 +204,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the section into this file ('-': print only)")
     args = parser.parse_args(argv)
     defects = args.defect or list(DEFECTS)
+    host = machine(args.threads)
     results = {defect: evaluate_defect(defect, args) for defect in defects}
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     command = " ".join(["python benchmarks/quality_price.py", *(argv or sys.argv[1:])])
-    lines = [BEGIN, "## Quality price of the speed changes", "",
-             f"`{command}`, {datetime.date.today().isoformat()}, CPU: {cpu}, "
-             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
+    lines = ["## Quality price of the speed changes", "",
+             f"`{command}`, {datetime.date.today().isoformat()}, {host}"
              f"{'; ' + args.note if args.note else ''}.",
              f"`defectcam evaluate` on the validation split: {args.limit} crack and spalling "
              f"images, {args.rust_limit} rust photos (seed {args.seed}; rust photos "
@@ -240,11 +222,11 @@ def main(argv: list[str] | None = None) -> None:
              "(`defectcam train --working-scale 0.5`) may pay less. s / image: single run.", ""]
     for defect in defects:
         lines += table(defect, results[defect])
-    section = "\n".join(lines + [END])
+    section = "\n".join(lines)
     if args.append == "-":
         print(section)
     else:
-        write_section(Path(args.append), section)
+        write_section(Path(args.append), SCRIPT, section)
         print(f"wrote {args.append}")
 
 

@@ -27,15 +27,16 @@ def machine(threads: int | None = None) -> str:
             f"{threads} threads; load average {os.getloadavg()[0]:.1f} at the start")
 
 
-def section_marks(script: str) -> tuple[str, str]:
-    return (f"<!-- {script}: generated section, begin -->",
-            f"<!-- {script}: generated section, end -->")
+def section_marks(script: str, what: str = "generated section") -> tuple[str, str]:
+    """The HTML comments around ``script``'s section ``what`` of a Markdown file (the files
+    hold them: a rerun finds them and replaces what lies between)."""
+    return f"<!-- {script}: {what}, begin -->", f"<!-- {script}: {what}, end -->"
 
 
-def write_section(path: Path, script: str, body: str) -> None:
-    """Replace ``script``'s generated section of ``path`` with ``body`` (or append it), keeping
+def write_section(path: Path, script: str, body: str, what: str = "generated section") -> None:
+    """Replace ``script``'s section ``what`` of ``path`` with ``body`` (or append it), keeping
     everything else of the file."""
-    begin, end = section_marks(script)
+    begin, end = section_marks(script, what)
     section = f"{begin}\n{body.strip()}\n{end}"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     if begin in text and end in text:

@@ -1,8 +1,12 @@
-"""Small builders shared by tests: synthetic crack textures and untrained weights."""
+"""Small builders shared by tests: synthetic crack textures, untrained weights, and the
+benchmark scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -10,8 +14,23 @@ import torch
 
 from defectcam.core.model import build_classifier
 from defectcam.core.weights import WeightsMetadata, save_weights
+from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatLabel, CvatShape, write_cvat_xml
 
 LABELS = ("crack", "spalling", "rust")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as the module ``name``. The scripts run as
+    ``python benchmarks/<name>.py`` and import their neighbour ``report.py``: the folder goes
+    on ``sys.path`` as it does for a script."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def concrete_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,3 +87,18 @@ def save_untrained(directory: Path, labels=LABELS, tile_size: int = 128,
                 model.head.bias.fill_(head_bias[label])
         save_weights(model, metadata, directory / f"{label}.safetensors")
     return directory
+
+
+def rust_export(folder: Path, image: np.ndarray, box: tuple[int, int, int, int]) -> Path:
+    """A one-photo CVAT export: ``image`` (RGB, painted rust orange inside ``box`` = (top,
+    left, bottom, right), end-exclusive) saved as ``folder/rusty.png``, and the box as its one
+    rust polygon in ``folder/annotations.xml`` (returned)."""
+    top, left, bottom, right = box
+    image[top:bottom, left:right] = (190, 95, 40)
+    cv2.imwrite(str(folder / "rusty.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    polygon = np.array([[left, top], [right - 1, top], [right - 1, bottom - 1],
+                        [left, bottom - 1]], float)
+    height, width = image.shape[:2]
+    return write_cvat_xml(CvatAnnotations([CvatLabel("rust", "polygon")], [
+        CvatImage(0, "rusty.png", width, height, [CvatShape("polygon", "rust", polygon)])]),
+        folder / "annotations.xml")

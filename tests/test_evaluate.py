@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from defectcam.cli import main
-from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatLabel, CvatShape, write_cvat_xml
+from defectcam.data.cvat_xml import CvatImage, CvatShape
 from defectcam.evaluation import match_instances
 from defectcam.evaluation.baselines import baseline_map, baseline_proposals
 from defectcam.evaluation.report import PROPOSAL_RGB, TRUTH_RGB, render_overlay
@@ -22,6 +22,7 @@ from defectcam.evaluation.run import (
     load_item,
     plan_settings,
 )
+from tests.helpers import rust_export
 
 
 def _rng_image(h: int = 96, w: int = 128, level: int = 170, noise: float = 4.0) -> np.ndarray:
@@ -131,13 +132,7 @@ def _check_summary(d: dict) -> None:
 
 
 def test_baselines_alone_on_a_cvat_export(tmp_path: Path) -> None:
-    image = _rng_image(48, 64)
-    image[10:30, 20:50] = (190, 95, 40)
-    cv2.imwrite(str(tmp_path / "rusty.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    polygon = np.array([[20, 10], [49, 10], [49, 29], [20, 29]], float)
-    xml = write_cvat_xml(CvatAnnotations([CvatLabel("rust", "polygon")], [
-        CvatImage(0, "rusty.png", 64, 48, [CvatShape("polygon", "rust", polygon)])]),
-        tmp_path / "annotations.xml")
+    xml = rust_export(tmp_path, _rng_image(48, 64), (10, 20, 30, 50))
     out = tmp_path / "eval"
     assert main(["evaluate", "--baseline", "--defect", "rust", "--cvat-xml", str(xml),
                  "--images", str(tmp_path), "--out", str(out), "--no-progress"]) == 0

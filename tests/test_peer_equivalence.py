@@ -3,32 +3,19 @@ engine compute the same maps, so the speed comparison in BENCHMARKS.md is like f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.transforms import normalize_batch
-from tests.conftest import REPO
-from tests.helpers import concrete_texture, draw_crack
+from tests.helpers import concrete_texture, draw_crack, load_benchmark
 
 pytest.importorskip("pytorch_grad_cam", reason="grad-cam (the benchmark's peer) not installed")
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_engine",
-                                                  REPO / "benchmarks" / "bench_engine.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_engine"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("iterations", [0, 2])
 def test_peer_and_engine_give_the_same_map(fitted_crack_model, iterations):
-    bench = load_bench()
+    bench = load_benchmark("bench_engine")
     rng = np.random.default_rng(4)
     image = concrete_texture(64, 64, rng)
     draw_crack(image, rng)

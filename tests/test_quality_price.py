@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def qp():
-    spec = importlib.util.spec_from_file_location("quality_price",
-                                                  REPO / "benchmarks" / "quality_price.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality_price")
 
 
 def test_changes_build_on_the_last_adopted_setting(qp) -> None:
@@ -49,10 +42,13 @@ def test_a_tiny_run_writes_the_table(qp, shared_data: Path, tmp_path: Path) -> N
                                                       tile_overlap=16),
                  weights / "crack.safetensors")
     section = tmp_path / "B.md"
-    qp.main(["--weights", str(weights), "--defect", "crack", "--limit", "1", "--max-side", "256",
-             "--out", str(tmp_path / "qp"), "--append", str(section)])
+    run = ["--weights", str(weights), "--defect", "crack", "--limit", "1", "--max-side", "256",
+           "--out", str(tmp_path / "qp"), "--append", str(section)]
+    qp.main(run)
     text = section.read_text()
-    assert qp.BEGIN in text and qp.END in text
+    # The markers BENCHMARKS.md holds: a rerun replaces its section.
+    assert "<!-- quality_price.py: generated section, begin -->" in text
+    assert text.rstrip().endswith("<!-- quality_price.py: generated section, end -->")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == [
         "| " + s.change for s in qp.SETTINGS if "crack" in s.defects]
@@ -60,3 +56,7 @@ def test_a_tiny_run_writes_the_table(qp, shared_data: Path, tmp_path: Path) -> N
     for name in ("today", "bf16-on-today", "balanced-on-bf16-on-today",
                  "screen-on-balanced-on-bf16-on-today"):
         assert (tmp_path / "qp" / "crack-n1" / name / "report.json").is_file()
+    qp.main(run)  # the evaluations are reused; the section is replaced, not added again
+    again = section.read_text()
+    assert again.count("<!-- quality_price.py: generated section, begin -->") == 1
+    assert [line for line in again.splitlines() if line.startswith("| ")] == rows

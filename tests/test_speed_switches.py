@@ -34,9 +34,8 @@ from defectcam.core.tiling import TileGrid, tile_starts
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
 from defectcam.data.crops import scaled_size
-from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatLabel, CvatShape, write_cvat_xml
 from defectcam.deadline import _LabelWork
-from tests.helpers import concrete_texture, draw_crack, save_untrained
+from tests.helpers import concrete_texture, draw_crack, rust_export, save_untrained
 from tests.test_engine import crack_scene
 
 
@@ -349,13 +348,7 @@ def test_the_request_contract_leaves_screening_to_the_weights() -> None:
 def test_evaluate_takes_the_switches_and_records_them(tmp_path: Path, capsys) -> None:
     weights = save_untrained(tmp_path / "w", labels=("rust",), tile_size=64, tile_overlap=16)
     rng = np.random.default_rng(0)
-    image = concrete_texture(96, 128, rng)
-    image[20:60, 40:100] = (190, 95, 40)
-    cv2.imwrite(str(tmp_path / "rusty.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    polygon = np.array([[40, 20], [99, 20], [99, 59], [40, 59]], float)
-    xml = write_cvat_xml(CvatAnnotations([CvatLabel("rust", "polygon")], [
-        CvatImage(0, "rusty.png", 128, 96, [CvatShape("polygon", "rust", polygon)])]),
-        tmp_path / "annotations.xml")
+    xml = rust_export(tmp_path, concrete_texture(96, 128, rng), (20, 40, 60, 100))
     out = tmp_path / "eval"
     argv = ["evaluate", "--weights", str(weights), "--cvat-xml", str(xml), "--images",
             str(tmp_path), "--iterations", "1", "--device", "cpu", "--gallery", "0",
