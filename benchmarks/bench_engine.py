@@ -35,6 +35,7 @@ from report import machine, write_section  # benchmarks/report.py (the script's 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from defectcam.config import shared_data_path  # noqa: E402
 from defectcam.core.advcam import AdvCAMSettings  # noqa: E402
 from defectcam.core.model import INPUT_MULTIPLE, build_classifier  # noqa: E402
 from defectcam.core.predictor import DefectMapPredictor  # noqa: E402
@@ -42,7 +43,7 @@ from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles  # noqa: 
 from defectcam.core.transforms import normalize_batch  # noqa: E402
 from defectcam.core.weights import WeightsMetadata, load_weights  # noqa: E402
 
-DATA = Path(os.environ.get("DEFECTCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA = shared_data_path()  # ../shared/data or $DEFECTCAM_SHARED_DATA
 TWO_MP = DATA / "rust/corrosion/images/148.jpg"  # 1600x1200, validation split
 
 

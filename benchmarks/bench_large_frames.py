@@ -41,7 +41,9 @@ from report import machine, write_section  # benchmarks/report.py (the script's 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = Path(os.environ.get("DEFECTCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+from defectcam.config import shared_data_path  # noqa: E402
+
+DATA = shared_data_path()  # ../shared/data or $DEFECTCAM_SHARED_DATA
 PHOTO = DATA / "rust/corrosion/images/148.jpg"  # 1600x1200, validation split
 FRAMES = {"2mp": (1600, 1200), "45mp": (8192, 5460), "100mp": (11648, 8736)}
 QUICK = {"2mp": (400, 300), "45mp": (1024, 683)}

@@ -33,7 +33,8 @@ from defectcam.core.proposer import DefectProposer, screen_threshold
 from defectcam.core.tiling import TileGrid, tile_starts
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
-from defectcam.data.crops import scaled_size
+from defectcam.data.crops import at_working_scale
+from defectcam.data.cvat_xml import ImageClicks
 from defectcam.deadline import _LabelWork
 from tests.helpers import concrete_texture, draw_crack, rust_export, save_untrained
 from tests.test_engine import crack_scene
@@ -151,9 +152,12 @@ def test_working_scale_runs_small_and_answers_in_image_pixels(fitted_crack_model
 @pytest.mark.parametrize(("height", "width", "scale"), [
     (1200, 1600, 0.5), (3456, 4608, 0.5), (1201, 1599, 0.37), (5000, 5000, 0.25)])
 def test_working_size_rounds_as_training_crops(height, width, scale) -> None:
-    """The classifier must see defects at the size training showed them."""
-    w, h = scaled_size(width, height, scale)
-    assert working_size(height, width, scale, tile_size=64) == (h, w)
+    """The classifier must see defects at the size training showed them: the size training's
+    crops are cut at (``at_working_scale``) is the size the predictor shrinks a frame to."""
+    clicks = ImageClicks("photo.jpg", width, height, np.zeros((0, 2)), np.zeros((0, 2)))
+    (trained,), _ = at_working_scale([clicks], scale)
+    assert working_size(height, width, scale, tile_size=64) == (trained.height, trained.width)
+    assert (trained.height, trained.width) != (height, width)
 
 
 def test_defects_of_a_request_share_the_shrunk_image(tmp_path) -> None:

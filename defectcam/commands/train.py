@@ -7,8 +7,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from defectcam.core.device import resolve_device
 from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
 from defectcam.core.proposer import DefectProposer
@@ -19,6 +17,7 @@ from defectcam.data.sources import (
     cap_per_source,
     other_source_pairs,
     pairs_for_defect,
+    seeded_choice,
     shared_data_root,
     split_source,
 )
@@ -132,7 +131,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                                   min_distance=args.min_distance, crop_size=args.crop_size)
     note = ""
     if proposer is not None:
-        mined = _seeded_subset(chosen, args.hard_images, args.seed)
+        mined = seeded_choice(chosen, args.hard_images, args.seed)
         hard = hard_negative_clicks(
             lambda image: proposer.propose(image, 0, labels=[args.defect],
                                            min_confidence=DEFAULT_MIN_CONFIDENCE),
@@ -148,13 +147,6 @@ def run_simulate(args: argparse.Namespace) -> int:
           f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks{note}")
     return 0
 
-
-def _seeded_subset(pairs: list, count: int, seed: int) -> list:
-    """At most ``count`` of ``pairs``, a seeded choice in their original order."""
-    if len(pairs) <= count:
-        return list(pairs)
-    keep = np.random.default_rng(seed).choice(len(pairs), size=count, replace=False)
-    return [pairs[i] for i in sorted(keep.tolist())]
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -27,19 +27,12 @@ from defectcam.core.device import PRECISION_CHOICES, resolve_device, resolve_pre
 from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
 from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
-from defectcam.core.weights import WeightsMetadata
+from defectcam.core.weights import WeightsMetadata, check_working_scale, scaled_size
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: How an image is cut: ``balanced`` (the tile count of fixed tiles, each as small as that
 #: count allows; ``TileGrid.build``) or ``fixed`` (every tile of the weights' tile size).
 TILINGS = ("balanced", "fixed")
-
-
-def check_working_scale(scale: float, setting: str = "working scale") -> float:
-    """A working scale is a factor in (0, 1]: the image is shrunk by it before tiling."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-        raise ValueError(f"{setting} must be a number in (0, 1], got {scale!r}")
-    return float(scale)
 
 
 def parse_working_scale(text: str, setting: str = "--working-scale"
@@ -69,7 +62,8 @@ def working_size(height: int, width: int, scale: float, tile_size: int) -> tuple
     scale = max(scale, min(1.0, tile_size / max(1, min(height, width))))
     if scale >= 1.0:
         return height, width
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    work_w, work_h = scaled_size(width, height, scale)
+    return work_h, work_w
 
 
 class ImageScales:

@@ -191,15 +191,12 @@ class Refinement:
         value, not the lower value of its own pixels)."""
         if not self.dilation:
             return cam_map
-        kernel = cv2.getStructuringElement(
-            cv2.MORPH_ELLIPSE, (2 * self.dilation + 1, 2 * self.dilation + 1))
-        return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), kernel)
+        return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), disc(self.dilation))
 
 
 def filled(mask: np.ndarray, radius: int) -> np.ndarray:
     """``mask`` closed with a disc of ``radius`` px, then every hole filled (boolean)."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disc(radius))
     contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     out = np.zeros_like(closed)
     cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
@@ -210,5 +207,9 @@ def grow(mask: np.ndarray, radius: int) -> np.ndarray:
     """``mask`` dilated by a disc of ``radius`` px (boolean; unchanged for radius 0)."""
     if not radius:
         return mask.astype(bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    return cv2.dilate(mask.astype(np.uint8), disc(radius)).astype(bool)
+
+
+def disc(radius: int) -> np.ndarray:
+    """The elliptic structuring element of ``radius`` px (a (2r+1) x (2r+1) disc)."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -29,6 +29,19 @@ class WeightsError(ValueError):
     """A weights file is missing, truncated, or does not match the model or its sidecar."""
 
 
+
+def check_working_scale(scale: float, setting: str = "working scale") -> float:
+    """A working scale is a factor in (0, 1]: the image is shrunk by it before tiling."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise ValueError(f"{setting} must be a number in (0, 1], got {scale!r}")
+    return float(scale)
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image shrunk by ``scale``: how training shrinks its photos
+    (``defectcam.data.crops``) and the predictor its frames, rounded alike."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
 @dataclass
 class WeightsMetadata:
     """Everything needed to use a classifier the way it was validated.
@@ -99,10 +112,10 @@ class WeightsMetadata:
         for key in ("mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) for v in data[key])
-        scale = data.get("working_scale", 1.0)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
-            raise WeightsError(f"{source}: working_scale must be a number in (0, 1], "
-                               f"got {scale!r}")
+        try:
+            check_working_scale(data.get("working_scale", 1.0), "working_scale")
+        except ValueError as err:
+            raise WeightsError(f"{source}: {err}") from None
         screen = data.get("screen_threshold", 0.0)
         if isinstance(screen, bool) or not isinstance(screen, (int, float)) or not (
                 0 <= screen < 1):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from defectcam.core.weights import scaled_size
 from defectcam.data.cvat_xml import ImageClicks
 
 
@@ -59,11 +60,6 @@ def resolve_image(image_dir: str | Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"image {name!r} not found under {image_dir}")
-
-
-def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """(width, height) of an image shrunk by ``scale``, as the predictor shrinks it."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def at_working_scale(clicks: Sequence[ImageClicks], scale: float,

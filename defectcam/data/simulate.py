@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from defectcam.data import NEGATIVE_LABEL
+from defectcam.data.crops import read_rgb
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
     CvatImage,
@@ -295,8 +296,6 @@ def hard_negative_clicks(
     longer side (speed; proposals are brought back to full size). ``read_image(path)``
     reads RGB (default: ``defectcam.data.crops.read_rgb``).
     """
-    from defectcam.data.crops import read_rgb
-
     read_image = read_image or read_rgb
     found = HardNegatives({})
     for n, pair in enumerate(pairs, 1):

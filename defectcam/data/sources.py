@@ -186,11 +186,16 @@ def split_source(
     return sorted(train, key=key), sorted(val, key=key)
 
 
+def seeded_choice(pairs: list[ImagePair], limit: int, seed: int) -> list[ImagePair]:
+    """At most ``limit`` of ``pairs``, chosen by a seeded hash of the name (stable: adding a
+    pair never changes which others are chosen), in name order."""
+    ranked = sorted(pairs, key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
+    return sorted(ranked[:limit], key=lambda p: p.name)
+
+
 def cap_per_source(pairs: list[ImagePair], limit: int, seed: int) -> list[ImagePair]:
-    """At most ``limit`` pairs per source, chosen by a seeded hash of the name (stable)."""
+    """At most ``limit`` pairs per source (:func:`seeded_choice` within each source)."""
     kept = []
     for source in sorted({p.source for p in pairs}):
-        members = sorted((p for p in pairs if p.source == source),
-                         key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).digest())
-        kept += members[:limit]
+        kept += seeded_choice([p for p in pairs if p.source == source], limit, seed)
     return sorted(kept, key=lambda p: p.name)
