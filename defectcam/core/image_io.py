@@ -26,6 +26,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -178,3 +179,21 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image shrunk by ``scale``: how training shrinks its photos
+    (``defectcam.data.crops``), the predictor its frames and :func:`shrink_to` any image,
+    rounded alike."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shrink_to(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """``image`` shrunk (area averaging) so that its longer side is at most ``max_side``, and
+    the factor used (1.0, the image itself, when it already fits or ``max_side`` is None)."""
+    height, width = image.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return image, 1.0
+    scale = max_side / max(height, width)
+    return cv2.resize(image, scaled_size(width, height, scale),
+                      interpolation=cv2.INTER_AREA), scale

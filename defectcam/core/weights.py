@@ -37,11 +37,6 @@ def check_working_scale(scale: float, setting: str = "working scale") -> float:
     return float(scale)
 
 
-def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """(width, height) of an image shrunk by ``scale``: how training shrinks its photos
-    (``defectcam.data.crops``) and the predictor its frames, rounded alike."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
 @dataclass
 class WeightsMetadata:
     """Everything needed to use a classifier the way it was validated.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from defectcam.core.weights import scaled_size
+from defectcam.core.image_io import scaled_size
 from defectcam.data.cvat_xml import ImageClicks
 
 

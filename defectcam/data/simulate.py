@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from defectcam.core.image_io import shrink_to
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.crops import read_rgb
 from defectcam.data.cvat_xml import (
@@ -305,10 +306,7 @@ def hard_negative_clicks(
         if image.shape[:2] != truth.shape:
             raise ValueError(f"{pair.image}: image {image.shape[1]}x{image.shape[0]} but mask "
                              f"{width}x{height}")
-        scale = min(1.0, max_side / max(height, width))
-        small = image if scale == 1.0 else cv2.resize(
-            image, (max(1, round(width * scale)), max(1, round(height * scale))),
-            interpolation=cv2.INTER_AREA)
+        small, scale = shrink_to(image, max_side)
         proposals = propose(np.ascontiguousarray(small))
         found.images += 1
         found.proposals += len(proposals)

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectcam.core.image_io import shrink_to
 from defectcam.core.postprocess import Proposal, polygon_to_mask
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.weights import WeightsMetadata
@@ -150,12 +151,10 @@ def downscale(image: np.ndarray, truth: np.ndarray, max_side: int | None
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """Shrink so that the longer side is ``max_side``: the image with area averaging, the
     truth by area share >= 0.5 (a pixel is defect when at least half its cell was)."""
-    height, width = truth.shape
-    if not max_side or max(height, width) <= max_side:
+    small, scale = shrink_to(image, max_side)
+    if scale == 1.0:
         return image, truth, 1.0
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    size = (small.shape[1], small.shape[0])
     share = cv2.resize(truth.astype(np.float32), size, interpolation=cv2.INTER_AREA)
     return small, share >= 0.5, scale
 
