@@ -149,15 +149,45 @@ def test_working_scale_runs_small_and_answers_in_image_pixels(fitted_crack_model
         assert 0 <= p.box[0] <= p.box[2] < 328 and 0 <= p.box[1] <= p.box[3] < 200
 
 
-@pytest.mark.parametrize(("height", "width", "scale"), [
-    (1200, 1600, 0.5), (3456, 4608, 0.5), (1201, 1599, 0.37), (5000, 5000, 0.25)])
-def test_working_size_rounds_as_training_crops(height, width, scale) -> None:
+@pytest.mark.parametrize(("height", "width", "scale", "max_side"), [
+    (1200, 1600, 0.5, 0), (3456, 4608, 0.5, 0), (1201, 1599, 0.37, 0), (5000, 5000, 0.25, 0),
+    (3456, 4608, 1.0, 1024), (4608, 3456, 1.0, 1024), (1537, 2049, 0.5, 1000),
+    (3456, 5184, 0.5, 2048)])
+def test_working_size_rounds_as_training_crops(height, width, scale, max_side) -> None:
     """The classifier must see defects at the size training showed them: the size training's
     crops are cut at (``at_working_scale``) is the size the predictor shrinks a frame to."""
     clicks = ImageClicks("photo.jpg", width, height, np.zeros((0, 2)), np.zeros((0, 2)))
-    (trained,), _ = at_working_scale([clicks], scale)
-    assert working_size(height, width, scale, tile_size=64) == (trained.height, trained.width)
+    (trained,), _ = at_working_scale([clicks], scale, max_side=max_side)
+    assert working_size(height, width, scale, 64, max_side) == (trained.height, trained.width)
     assert (trained.height, trained.width) != (height, width)
+    if max_side:
+        assert max(trained.height, trained.width) == min(max_side, round(max(height, width)
+                                                                         * scale))
+
+
+def test_working_max_side_shrinks_large_frames_only(tmp_path, fitted_crack_model) -> None:
+    """``working_max_side``: every camera's frame reaches the classifier at one longer side
+    (a 5K frame and its 1K copy give the same map), frames already that small untouched."""
+    meta = WeightsMetadata(label="crack", tile_size=96, tile_overlap=32, working_max_side=160)
+    capped = DefectMapPredictor(fitted_crack_model, meta, "cpu", precision="fp32")
+    assert capped.working_size(3456, 4608) == (120, 160)
+    assert capped.working_size(4608, 3456) == (160, 120)
+    assert capped.working_size(150, 100) == (150, 100)
+    assert capped.working_size(200, 1000) == (96, 480)  # the one-tile floor still holds
+
+    image, _ = crack_scene(5, 200, 328)
+    result = capped.predict(image, iterations=0)
+    assert result.working_size == (98, 160) and result.cam_map.shape == (200, 328)
+    small = cv2.resize(image, (160, 98), interpolation=cv2.INTER_AREA)
+    reference = capped.predict(small, iterations=0)  # fits already: runs as it is
+    assert reference.working_size is None  # None: the image's own size
+    raw = cv2.resize(reference.cam_map * np.float32(reference.normaliser), (328, 200),
+                     interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(result.cam_map * np.float32(result.normaliser), raw,
+                               rtol=1e-6, atol=1e-7)
+
+    path = save_weights(fitted_crack_model, meta, tmp_path / "crack.safetensors")
+    assert read_metadata(path).working_max_side == 160
 
 
 def test_defects_of_a_request_share_the_shrunk_image(tmp_path) -> None:
@@ -199,12 +229,16 @@ def test_sidecars_without_the_new_fields_load_as_before(tmp_path) -> None:
                         tmp_path / "rust.safetensors")
     side = path.with_suffix(".json")
     data = json.loads(side.read_text())
-    assert data["working_scale"] == 1.0 and data["screen_threshold"] == 0.0
-    del data["working_scale"], data["screen_threshold"]  # a sidecar of an earlier release
+    assert (data["working_scale"], data["screen_threshold"], data["working_max_side"]) == (
+        1.0, 0.0, 0)
+    # a sidecar of an earlier release
+    del data["working_scale"], data["screen_threshold"], data["working_max_side"]
     side.write_text(json.dumps(data))
     meta = read_metadata(path)
-    assert (meta.working_scale, meta.screen_threshold) == (1.0, 0.0)
+    assert (meta.working_scale, meta.screen_threshold, meta.working_max_side) == (1.0, 0.0, 0)
     for key, bad in [("working_scale", 0), ("working_scale", 2), ("working_scale", "half"),
+                     ("working_max_side", -1), ("working_max_side", 512.5),
+                     ("working_max_side", True),
                      ("screen_threshold", 1.0), ("screen_threshold", -0.1),
                      ("screen_threshold", True)]:
         side.write_text(json.dumps({**data, key: bad}))

@@ -77,6 +77,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="shrink images by this factor before cropping, and record it in the "
                         "weights so that inference shrinks frames alike (blobs such as rust: "
                         "0.5 sees 4x more context per crop and runs 4x fewer pixels)")
+    t.add_argument("--working-max-side", type=int, default=0,
+                   help="also shrink images whose longer side exceeds this many px (after "
+                        "--working-scale) to it, and record it in the weights (0: no limit; "
+                        "blobs such as rust: 1024 trains and serves every camera's frames at "
+                        "one size)")
     t.add_argument("--crop-size", type=int, default=320, help="training crop side in px")
     t.add_argument("--crops-per-click", type=int, default=5,
                    help="crops around each click (shifted so the click is not always central)")
@@ -167,7 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
                         crop_size=args.crop_size, crops_per_click=args.crops_per_click,
                         holdout=args.holdout, max_holdout_crops=args.max_holdout_crops,
                         tile_size=args.tile_size, seed=args.seed,
-                        working_scale=args.working_scale, config=config)
+                        working_scale=args.working_scale,
+                        working_max_side=args.working_max_side, config=config)
     summary = train_from_clicks(job)
     if summary is not None:  # None on the other ranks of a torchrun job
         print(json.dumps(summary))

@@ -188,6 +188,16 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def working_factor(width: int, height: int, scale: float, max_side: int = 0) -> float:
+    """The factor an image of this size is shrunk by for a classifier with this working scale
+    and working longer side (0: none): ``scale``, lowered so that the longer side fits
+    ``max_side``. Training's crops (``defectcam.data.crops``) and the predictor both ask here."""
+    longer = max(width, height, 1)
+    if max_side and longer * scale > max_side:
+        return max_side / longer
+    return scale
+
+
 def shrink_to(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
     """``image`` shrunk (area averaging) so that its longer side is at most ``max_side``, and
     the factor used (1.0, the image itself, when it already fits or ``max_side`` is None)."""

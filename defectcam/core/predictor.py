@@ -24,7 +24,7 @@ import torch
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.cpu_memory import keep_large_allocations_in_heap
 from defectcam.core.device import PRECISION_CHOICES, resolve_device, resolve_precision
-from defectcam.core.image_io import scaled_size
+from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
 from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
@@ -53,13 +53,17 @@ def parse_working_scale(text: str, setting: str = "--working-scale"
                          "pairs such as rust=0.5,spalling=0.5") from None
 
 
-def working_size(height: int, width: int, scale: float, tile_size: int) -> tuple[int, int]:
-    """(height, width) a classifier with this working scale and tile size sees an image at.
+def working_size(height: int, width: int, scale: float, tile_size: int,
+                 max_side: int = 0) -> tuple[int, int]:
+    """(height, width) a classifier with this working scale, working longer side (0: none)
+    and tile size sees an image at.
 
-    Shrunk by ``scale`` (rounded as training's crops are, ``defectcam.data.crops``), but never
-    below one tile on the shorter side: an image that small costs a tile or two anyway, and
-    shrinking it further would only lose detail.
+    Shrunk by ``scale`` and further until the longer side fits ``max_side``
+    (:func:`defectcam.core.image_io.working_factor`, rounded as training's crops are,
+    ``defectcam.data.crops``), but never below one tile on the shorter side: an image that
+    small costs a tile or two anyway, and shrinking it further would only lose detail.
     """
+    scale = working_factor(width, height, scale, max_side)
     scale = max(scale, min(1.0, tile_size / max(1, min(height, width))))
     if scale >= 1.0:
         return height, width
@@ -180,7 +184,8 @@ class DefectMapPredictor:
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the network sees an image of this size at."""
-        return working_size(height, width, self.working_scale, self.metadata.tile_size)
+        return working_size(height, width, self.working_scale, self.metadata.tile_size,
+                            self.metadata.working_max_side)
 
     def tile_grid(self, height: int, width: int, tile_size: int | None = None) -> TileGrid:
         """The tiles an image of this size is cut into (at its working size)."""
@@ -210,9 +215,10 @@ class DefectMapPredictor:
         ``stop`` is asked before each batch; once it answers True the remaining tiles are
         left out like those not in ``tiles`` (the service's deadline, ``defectcam.deadline``).
 
-        At a working scale below 1 the image is shrunk before tiling and the stitched map is
-        enlarged back (bilinear), so the map, and every proposal made from it, is in the
-        image's own pixels; the grid and ``tiles`` are at the working size.
+        At a working scale below 1 (or a frame beyond the working longer side) the image is
+        shrunk before tiling and the stitched map is enlarged back (bilinear), so the map, and
+        every proposal made from it, is in the image's own pixels; the grid and ``tiles`` are
+        at the working size.
         """
         scales = as_scales(image)
         start = time.perf_counter()

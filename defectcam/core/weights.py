@@ -37,6 +37,14 @@ def check_working_scale(scale: float, setting: str = "working scale") -> float:
     return float(scale)
 
 
+def check_working_max_side(max_side: int, setting: str = "working max side") -> int:
+    """A working longer side is a whole number of pixels; 0 means no limit."""
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 0:
+        raise ValueError(f"{setting} must be a whole number of pixels >= 0 (0: no limit), "
+                         f"got {max_side!r}")
+    return max_side
+
+
 @dataclass
 class WeightsMetadata:
     """Everything needed to use a classifier the way it was validated.
@@ -67,6 +75,11 @@ class WeightsMetadata:
     #: Sidecars written before this field existed load with 1.0, the behaviour they had.
     #: The predictor never shrinks an image below one tile (``tile_size``) on its shorter side.
     working_scale: float = 1.0
+    #: Frames whose longer side (after ``working_scale``) exceeds this many pixels are shrunk
+    #: to it (0: no limit). Blobs such as rust: the classifier sees a 5K drone frame at the
+    #: size it was trained at whatever the camera, and a 25 MP frame costs a 1 MP one.
+    #: Sidecars written before this field existed load with 0, the behaviour they had.
+    working_max_side: int = 0
     #: Tile screening for requests that do not say: tiles whose probability is below this
     #: keep their plain Grad-CAM instead of being climbed (0 = climb every tile, the
     #: behaviour of sidecars written before this field existed).
@@ -109,6 +122,7 @@ class WeightsMetadata:
                 data[key] = tuple(float(v) for v in data[key])
         try:
             check_working_scale(data.get("working_scale", 1.0), "working_scale")
+            check_working_max_side(data.get("working_max_side", 0), "working_max_side")
         except ValueError as err:
             raise WeightsError(f"{source}: {err}") from None
         screen = data.get("screen_threshold", 0.0)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from defectcam.core.image_io import scaled_size
+from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.data.cvat_xml import ImageClicks
 
 
@@ -63,26 +63,32 @@ def resolve_image(image_dir: str | Path, name: str) -> Path:
 
 
 def at_working_scale(clicks: Sequence[ImageClicks], scale: float,
-                     load_image: Callable[[Path], np.ndarray] | None = None
+                     load_image: Callable[[Path], np.ndarray] | None = None,
+                     max_side: int = 0,
                      ) -> tuple[list[ImageClicks], Callable[[Path], np.ndarray]]:
-    """Clicks and an image loader for crops taken at a working scale (weights' metadata
-    ``working_scale``): the classifier must see defects at the size inference shows them."""
+    """Clicks and an image loader for crops taken at a working scale and working longer side
+    (weights' metadata ``working_scale``, ``working_max_side``; 0: no limit): the classifier
+    must see defects at the size inference shows them."""
     load = load_image or read_rgb
-    if scale == 1.0:
+    if scale == 1.0 and not max_side:
         return list(clicks), load
 
     def load_scaled(path: Path) -> np.ndarray:
         image = load(path)
-        size = scaled_size(image.shape[1], image.shape[0], scale)
+        factor = working_factor(image.shape[1], image.shape[0], scale, max_side)
+        if factor == 1.0:
+            return image
+        size = scaled_size(image.shape[1], image.shape[0], factor)
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     scaled = []
     for c in clicks:
-        width, height = scaled_size(c.width, c.height, scale)
+        factor = working_factor(c.width, c.height, scale, max_side)
+        width, height = scaled_size(c.width, c.height, factor)
         fit = np.array([width - 1, height - 1], dtype=np.float64)
         scaled.append(ImageClicks(c.name, width, height,
-                                  np.clip(np.asarray(c.positives, float) * scale, 0, fit),
-                                  np.clip(np.asarray(c.negatives, float) * scale, 0, fit),
+                                  np.clip(np.asarray(c.positives, float) * factor, 0, fit),
+                                  np.clip(np.asarray(c.negatives, float) * factor, 0, fit),
                                   c.image_id))
     return scaled, load_scaled
 

@@ -12,7 +12,12 @@ import torch.distributed as dist
 from torch.utils.data import Subset
 
 from defectcam.core.labels import NEGATIVE_LABEL
-from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
+from defectcam.core.weights import (
+    WeightsMetadata,
+    check_working_max_side,
+    load_weights,
+    save_weights,
+)
 from defectcam.data.crops import ClickCropDataset, at_working_scale, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.training.calibrate import calibrate_cam_scale
@@ -38,6 +43,9 @@ class ClickTraining:
     #: Crops are cut from images shrunk by this factor; recorded in the weights so that the
     #: predictor shrinks frames alike (``WeightsMetadata.working_scale``).
     working_scale: float = 1.0
+    #: ... and further until the longer side fits this (0: no limit;
+    #: ``WeightsMetadata.working_max_side``).
+    working_max_side: int = 0
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -54,17 +62,22 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     the ranks other than 0 of a torchrun job (rank 0 alone calibrates and writes)."""
     if not 0.0 < job.working_scale <= 1.0:
         raise ValueError(f"--working-scale must be within (0, 1], got {job.working_scale}")
+    check_working_max_side(job.working_max_side, "--working-max-side")
     if job.resume is not None:
-        resumed_scale = load_weights(job.resume)[1].working_scale
-        if resumed_scale != job.working_scale:  # checked before the crops are cut
-            raise ValueError(f"{job.resume} was trained at --working-scale "
-                             f"{resumed_scale:g}; pass the same to fine-tune it")
+        resumed = load_weights(job.resume)[1]
+        for option, theirs, ours in (
+                ("--working-scale", resumed.working_scale, job.working_scale),
+                ("--working-max-side", resumed.working_max_side, job.working_max_side)):
+            if theirs != ours:  # checked before the crops are cut
+                raise ValueError(f"{job.resume} was trained at {option} {theirs:g}; "
+                                 "pass the same to fine-tune it")
     clicks = []
     for path in job.clicks:
         clicks += clicks_from_annotations(read_cvat_xml(path), job.defect, job.negative_label)
     if not any(len(c.positives) for c in clicks):
         raise ValueError(f"no {job.defect!r} clicks in {[str(p) for p in job.clicks]}")
-    clicks, load_image = at_working_scale(clicks, job.working_scale)
+    clicks, load_image = at_working_scale(clicks, job.working_scale,
+                                          max_side=job.working_max_side)
     crops = build_crop_set(clicks, job.images, crop_size=job.crop_size,
                            crops_per_click=job.crops_per_click, seed=job.seed,
                            load_image=load_image)
@@ -81,7 +94,8 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     out = job.out / f"{job.defect}.safetensors" if job.out.suffix == "" else job.out
     labels = crops.labels
     metadata = WeightsMetadata(label=job.defect, tile_size=job.tile_size,
-                               working_scale=job.working_scale)
+                               working_scale=job.working_scale,
+                               working_max_side=job.working_max_side)
     if job.resume is not None:
         previous = load_weights(job.resume)[1]
         metadata = WeightsMetadata(**{**previous.to_json(), "training": {}, "metrics": {},
