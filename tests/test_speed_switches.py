@@ -400,3 +400,20 @@ def test_evaluate_takes_the_switches_and_records_them(tmp_path: Path, capsys) ->
     with pytest.raises(SystemExit):  # argparse: a usage line and the reason
         main([*argv[:-4], "--working-scale", "2"])
     assert "--working-scale '2': expected a factor in (0, 1]" in capsys.readouterr().err
+
+
+def test_training_checks_the_working_longer_side_before_cutting_crops(tmp_path) -> None:
+    """Fine-tuning must keep the size the weights see frames at; a bad value names the option."""
+    from defectcam.training.pipeline import ClickTraining, train_from_clicks
+
+    resume = save_weights(build_classifier(0), WeightsMetadata(label="rust"),
+                          tmp_path / "rust.safetensors")
+    missing = [tmp_path / "never-read.xml"]  # the checks come before the clicks are read
+    job = ClickTraining(defect="rust", clicks=missing, images=tmp_path, out=tmp_path / "out",
+                        resume=resume, working_max_side=1024)
+    with pytest.raises(ValueError, match="trained at --working-max-side 0; pass the same"):
+        train_from_clicks(job)
+    for bad in (-1, 512.5):
+        with pytest.raises(ValueError, match="--working-max-side must be a whole number"):
+            train_from_clicks(ClickTraining(defect="rust", clicks=missing, images=tmp_path,
+                                            out=tmp_path / "out", working_max_side=bad))
