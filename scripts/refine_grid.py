@@ -44,7 +44,7 @@ EVIDENCE_CHOICES = {"crack": ("dark-lines", "dark-lines-otsu"), "rust": ("rust-c
 #: Values each setting may take (the search starts from the weights' current sidecar).
 CHOICES = {
     "cam_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
-    "dilation": (0, 8, 16, 32, 48, 64),
+    "dilation": (0, 8, 16, 32, 48, 64, 96, 128),
     "keep": ("pixels", "components"),
     "fill": (0, 8, 16, 32),
     "confidence": ("peak", "near-peak"),
@@ -64,8 +64,8 @@ class Candidate:
 
     def label(self) -> str:
         r = self.refinement
-        return (f"t={self.cam_threshold:g} d={r.dilation} keep={r.keep} kernel={r.kernel_px} "
-                f"k={r.k:g} fill={r.fill} conf={self.confidence}")
+        return (f"{r.evidence} t={self.cam_threshold:g} d={r.dilation} keep={r.keep} "
+                f"kernel={r.kernel_px} k={r.k:g} fill={r.fill} conf={self.confidence}")
 
     def sidecar(self) -> dict:
         return {"cam_threshold": self.cam_threshold, "confidence": self.confidence,
@@ -88,6 +88,10 @@ def main() -> None:
     p.add_argument("--max-side", type=int, default=1024)
     p.add_argument("--cache", type=Path, required=True, help="folder for the cached maps")
     p.add_argument("--out", type=Path, help="write every measured row here (markdown)")
+    p.add_argument("--start", type=json.loads, default=None,
+                   help="start the search here instead of at the weights' sidecar: JSON with "
+                        "cam_threshold, confidence and refinement, as the search prints (a "
+                        "coordinate search finds the optimum nearest its start)")
     args = p.parse_args()
 
     proposer = DefectProposer.from_weights(args.weights)
@@ -156,10 +160,12 @@ def main() -> None:
         return rows[c]["score"]
 
     print(f"{'baseline':70s} {fmt(base)}", flush=True)
-    current = Refinement.from_dict(meta.refinement) if meta.refinement else Refinement(
+    start = args.start or {"cam_threshold": meta.cam_threshold, "confidence": meta.confidence,
+                           "refinement": meta.refinement}
+    current = Refinement.from_dict(start["refinement"]) if start["refinement"] else Refinement(
         EVIDENCE[args.defect], 16)
-    best = Candidate(meta.cam_threshold, current,
-                     meta.confidence if meta.confidence != "tile" else "peak")
+    best = Candidate(start["cam_threshold"], current,
+                     start["confidence"] if start["confidence"] != "tile" else "peak")
     improved = True
     while improved:
         improved = False

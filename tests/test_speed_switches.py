@@ -23,6 +23,7 @@ from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.device import cpu_supports_bf16, resolve_precision
 from defectcam.core.model import INPUT_MULTIPLE, build_classifier
 from defectcam.core.options import ProposeOptions
+from defectcam.core.postprocess import enlarge_proposals, mask_to_proposals
 from defectcam.core.predictor import (
     DefectMapPredictor,
     ImageScales,
@@ -400,6 +401,53 @@ def test_evaluate_takes_the_switches_and_records_them(tmp_path: Path, capsys) ->
     with pytest.raises(SystemExit):  # argparse: a usage line and the reason
         main([*argv[:-4], "--working-scale", "2"])
     assert "--working-scale '2': expected a factor in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_working_longer_side_post_processes_where_its_settings_were_chosen(
+        fitted_crack_model) -> None:
+    """Pixel settings (closing, minimum area, refinement) were chosen on frames at the working
+    longer side: a large frame is post-processed at that size and the proposals enlarged, so
+    it gets what its shrunk copy gets, in its own pixels."""
+    meta = WeightsMetadata(label="crack", tile_size=96, tile_overlap=32, working_max_side=160,
+                           cam_threshold=0.3, min_area=12, refinement={
+                               "evidence": "dark-lines", "dilation": 4, "kernel_px": 9, "k": 1.0})
+    proposer = DefectProposer([DefectMapPredictor(fitted_crack_model, meta, "cpu",
+                                                  precision="fp32")])
+    image, _ = crack_scene(5, 200, 328)
+    large = proposer.propose(image, iterations=0)
+    small = proposer.propose(cv2.resize(image, (160, 98), interpolation=cv2.INTER_AREA),
+                             iterations=0)
+    assert len(large) == len(small) > 0
+
+    def union(proposals, height, width):
+        out = np.zeros((height, width), bool)
+        for p in proposals:
+            out |= p.full_mask(height, width)
+        return out
+
+    enlarged = cv2.resize(union(small, 98, 160).astype(np.uint8), (328, 200),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+    got = union(large, 200, 328)
+    assert (got & enlarged).sum() / (got | enlarged).sum() >= 0.9
+    for p in large:
+        assert p.area == p.mask.sum() == p.full_mask(200, 328).sum()
+        x1, y1, x2, y2 = p.box
+        assert 0 <= x1 <= x2 < 328 and 0 <= y1 <= y2 < 200
+        assert (p.polygon[:, 0].min() >= x1 - 1 and p.polygon[:, 0].max() <= x2 + 1
+                and p.polygon[:, 1].min() >= y1 - 1 and p.polygon[:, 1].max() <= y2 + 1)
+
+
+def test_enlarged_proposals_cover_the_frame_pixels_of_theirs() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[3:7, 2:6] = True
+    (small,) = mask_to_proposals(mask, "rust", 1)
+    (big,) = enlarge_proposals([small], (10, 10), 20, 30)
+    assert big.box == (6, 6, 17, 13) and big.area == 12 * 8
+    assert big.full_mask(20, 30)[6:14, 6:18].all() and big.area == big.full_mask(20, 30).sum()
+    assert (big.confidence, big.label) == (small.confidence, small.label)
+    # the outline runs through pixel centres: the first small column (x 2) covers frame
+    # columns 6..8, whose centre is 7; the first row (y 3) covers rows 6..7, centre 6.5
+    np.testing.assert_allclose(big.polygon.min(axis=0), [7.0, 6.5])
 
 
 def test_training_checks_the_working_longer_side_before_cutting_crops(tmp_path) -> None:

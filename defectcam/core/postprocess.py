@@ -143,3 +143,25 @@ def mask_to_proposals(
         )
     proposals.sort(key=lambda p: p.area, reverse=True)
     return proposals
+
+
+def enlarge_proposals(proposals: list[Proposal], made_at: tuple[int, int], height: int,
+                      width: int) -> list[Proposal]:
+    """Proposals made on a shrunk copy (``made_at``: its height, width) of a ``height`` x
+    ``width`` frame, in the frame's own
+    pixels: polygons scaled about pixel centres, boxes to the frame pixels they cover, masks
+    by nearest neighbour (weights with a working longer side post-process at that size,
+    where their settings were chosen; :meth:`DefectProposer.map_to_proposals`)."""
+    fx, fy = width / made_at[1], height / made_at[0]
+    out = []
+    for p in proposals:
+        x1, y1, x2, y2 = p.box
+        box = (int(x1 * fx), int(y1 * fy), min(width - 1, int(np.ceil((x2 + 1) * fx)) - 1),
+               min(height - 1, int(np.ceil((y2 + 1) * fy)) - 1))
+        mask = cv2.resize(p.mask.astype(np.uint8), (box[2] - box[0] + 1, box[3] - box[1] + 1),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        polygon = (np.asarray(p.polygon, dtype=np.float64) + 0.5) * (fx, fy) - 0.5
+        polygon = np.clip(polygon, 0, (width - 1, height - 1))
+        out.append(Proposal(p.label, p.confidence, polygon, mask, box, int(mask.sum()), p.peak,
+                            dict(p.extra)))
+    return out

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.core.options import Limits, ProposeOptions
-from defectcam.core.postprocess import Proposal, binarize_map, close_mask, mask_to_proposals
+from defectcam.core.postprocess import (
+    Proposal,
+    binarize_map,
+    close_mask,
+    enlarge_proposals,
+    mask_to_proposals,
+)
 from defectcam.core.predictor import DefectMap, DefectMapPredictor, ImageScales, as_scales
 from defectcam.core.refine import Refinement
 from defectcam.core.weights import WeightsMetadata, find_weights, load_weights
@@ -171,8 +179,28 @@ class DefectProposer:
         components, drop small ones (method.md section 5; ``defectcam.core.refine``).
 
         ``image`` is the RGB image the map was made of; weights with a refinement need it.
+        Weights with a working longer side post-process a frame beyond it at that size, where
+        their pixel settings (dilation, kernels, areas) were chosen, and the proposals are
+        enlarged back to the frame's pixels.
         """
         m = self.predictors[defect_map.label].metadata
+        height, width = defect_map.cam_map.shape
+        factor = working_factor(width, height, 1.0, m.working_max_side)
+        if factor < 1.0:
+            size = scaled_size(width, height, factor)
+            # working_size keeps tile-confidence lookups on the classifier's own grid
+            small = replace(defect_map, cam_map=cv2.resize(defect_map.cam_map, size,
+                                                           interpolation=cv2.INTER_AREA),
+                            working_size=defect_map.working_size or (height, width))
+            if image is not None:
+                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            return enlarge_proposals(self._fit(small, m, cam_threshold, image),
+                                     (size[1], size[0]), height, width)
+        return self._fit(defect_map, m, cam_threshold, image)
+
+    @staticmethod
+    def _fit(defect_map: DefectMap, m: WeightsMetadata, cam_threshold: float | None,
+             image: np.ndarray | None) -> list[Proposal]:
         threshold = m.cam_threshold if cam_threshold is None else cam_threshold
         binary = binarize_map(defect_map.cam_map, threshold)
         refinement = Refinement.from_dict(m.refinement)
