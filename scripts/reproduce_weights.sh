@@ -10,56 +10,87 @@ set -euo pipefail
 defect=${1:?usage: $0 crack|spalling|rust [OUT_DIR]}
 out=$(realpath -m "${2:-weights}")  # absolute: the script changes directory below
 runs=$(realpath -m "${RUNS:-runs}")
-# Defaults reproduce the shipped files: crack and rust are round 2's (64 px crops, 2 per click,
+# Defaults reproduce the shipped files: crack is round 2's (64 px crops, 2 per click,
 # 12 epochs of 40 steps, fp32, own sources only); spalling is round 3's (96 px crops, 3 per
 # click, all PHI-Net training images, negatives on 150 photos of each other source, bf16
-# autocast, 11 epochs of 40 steps; the best held-apart F1 was epoch 5's).
-if [ "$defect" = spalling ]; then
-  d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11
-else
-  d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12
-fi
+# autocast, 11 epochs of 40 steps; the best held-apart F1 was epoch 5's); rust is round 5's
+# (below: hard negatives mined with round 2's rust, then 96 px crops at a working longer side
+# of 1024 px, 3 per click, bf16, 30 epochs of 50 steps; the best held-apart F1 was epoch 28's).
+case "$defect" in
+  spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 ;;
+  rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 ;;
+  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 ;;
+esac
 crop=${CROP:-$d_crop}
 lr=${LR:-1e-3}
 per_click=${PER_CLICK:-$d_per_click}
 other=${OTHER:-$d_other}          # negatives on up to this many photos of each other source
 scale=${SCALE:-1.0}               # working scale (weights' metadata): blobs may run at 0.5
+max_side=${MAX_SIDE:-$d_max_side} # working longer side (weights' metadata; 0: none)
 precision=${PRECISION:-$d_precision} # auto: bf16 autocast on a CPU with AVX-512 BF16
 if [ "$defect" = crack ]; then per_source=${PER_SOURCE:-300}; else per_source=${PER_SOURCE:-0}; fi
 epochs=${EPOCHS:-$d_epochs}
-steps=${STEPS:-40}
+steps=${STEPS:-$d_steps}
 # Run from the repository root so that the metadata records the data path as given
 # (relative), not the training machine's absolute path.
 cd "$(dirname "$0")/.."
 data=${DEFECTCAM_SHARED_DATA:-../shared/data}
 mkdir -p "$runs" "$out"
-defectcam simulate --defect "$defect" --split train --seed 0 --crop-size "$crop" \
-  --data-root "$data" --max-images-per-source "$per_source" --other-sources "$other" --out "$runs/$defect.train-clicks.xml"
-step_arg=()
-if [ "$steps" != "0" ]; then step_arg=(--max-steps-per-epoch "$steps"); fi
-defectcam train --defect "$defect" --clicks "$runs/$defect.train-clicks.xml" --images "$data" \
-  --out "$out/$defect.safetensors" --working-scale "$scale" --crop-size "$crop" --crops-per-click "$per_click" \
-  --epochs "$epochs" "${step_arg[@]}" --micro-batch 32 --lr "$lr" --precision "$precision" --seed 0 --no-progress
-# The resumable checkpoint (model + AdamW state) is not shipped: keep it with the run.
-mv -f "$out/$defect".checkpoint.* "$runs/" 2>/dev/null || true
-# Post-processing written into the sidecar (its checksum covers the tensors only): spalling's
-# was chosen on training-split photos by scripts/refine_grid.py (round 4); crack's and rust's
-# are round 3's, chosen on validation maps (model card).
-python3 - "$out/$defect.json" "$defect" <<'PY'
+
+# Post-processing written into a sidecar (its checksum covers the tensors only), chosen on
+# training-split photos by scripts/refine_grid.py (spalling round 4, rust round 5); crack's
+# and the rust miner's are round 3's, chosen on validation maps (model card).
+settle() {  # settle SIDECAR SETTING
+  python3 - "$1" "$2" <<'PY'
 import json, sys
-path, defect = sys.argv[1], sys.argv[2]
+path, setting = sys.argv[1], sys.argv[2]
 chosen = {
     "crack": {"iterations": 0, "cam_threshold": 0.3, "confidence": "peak", "refinement": {
         "evidence": "dark-lines", "dilation": 16, "kernel_px": 21, "k": 1.5}},
     "spalling": {"iterations": 0, "cam_threshold": 0.2, "confidence": "near-peak", "refinement": {
         "evidence": "rough-dark-otsu", "dilation": 48, "kernel_px": 9, "k": 1.0, "keep": "pixels",
         "fill": 0}},
-    "rust": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
+    "rust-miner": {"iterations": 0, "cam_threshold": 0.1, "confidence": "peak", "refinement": {
         "evidence": "rust-colour", "dilation": 16, "kernel_px": 15, "k": 70}},
-}[defect]
+    "rust": {"iterations": 0, "cam_threshold": 0.3, "confidence": "near-peak", "refinement": {
+        "evidence": "rust-colour", "dilation": 128, "kernel_px": 15, "k": 70, "keep": "pixels",
+        "fill": 0}},
+}[setting]
 meta = json.load(open(path))
 meta.update(chosen)
 with open(path, "w") as fh:
     json.dump(meta, fh, indent=2)
     fh.write("\n")
 PY
+}
+
+train() {  # train CLICKS OUT_FILE CROP PER_CLICK PRECISION EPOCHS STEPS MAX_SIDE
+  local step_arg=()
+  if [ "$7" != "0" ]; then step_arg=(--max-steps-per-epoch "$7"); fi
+  defectcam train --defect "$defect" --clicks "$1" --images "$data" --out "$2" \
+    --working-scale "$scale" --working-max-side "$8" --crop-size "$3" --crops-per-click "$4" \
+    --epochs "$6" "${step_arg[@]}" --micro-batch 32 --lr "$lr" --precision "$5" --seed 0 \
+    --no-progress
+  # The resumable checkpoint (model + AdamW state) is not shipped: keep it with the run.
+  mv -f "${2%.safetensors}".checkpoint.* "$runs/" 2>/dev/null || true
+}
+
+if [ "$defect" = rust ]; then
+  # The product's own loop on training data: round 2's rust (64 px crops, 2 per click, fp32,
+  # own photos only, 7 epochs of 40 steps) proposes on 160 training photos and the simulated
+  # annotator clicks a negative inside every proposal that touches no rust.
+  defectcam simulate --defect rust --split train --seed 0 --crop-size 64 --data-root "$data" \
+    --out "$runs/rust-miner.train-clicks.xml"
+  train "$runs/rust-miner.train-clicks.xml" "$runs/rust-miner/rust.safetensors" 64 2 fp32 7 40 0
+  settle "$runs/rust-miner/rust.json" rust-miner
+  defectcam simulate --defect rust --split train --seed 0 --crop-size 64 --data-root "$data" \
+    --other-sources "$other" --hard-negatives "$runs/rust-miner" --hard-images 160 \
+    --out "$runs/rust.train-clicks.xml"
+else
+  defectcam simulate --defect "$defect" --split train --seed 0 --crop-size "$crop" \
+    --data-root "$data" --max-images-per-source "$per_source" --other-sources "$other" \
+    --out "$runs/$defect.train-clicks.xml"
+fi
+train "$runs/$defect.train-clicks.xml" "$out/$defect.safetensors" "$crop" "$per_click" \
+  "$precision" "$epochs" "$steps" "$max_side"
+settle "$out/$defect.json" "$defect"

@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 "cam_scale": md.cam_scale, "xi": md.xi, "tau": md.tau, "lam": md.lam,
                 "refinement": md.refinement, "confidence": md.confidence,
                 "screen_threshold": md.screen_threshold, "precision": predictor.precision,
-                "working_scale": predictor.working_scale, "tiling": predictor.tiling}
+                "working_scale": predictor.working_scale,
+                "working_max_side": md.working_max_side, "tiling": predictor.tiling}
     defects = args.defect or (list(proposer.labels) if proposer else list(DEFECTS))
     defects = list(dict.fromkeys(defects))
     if proposer is not None:
@@ -242,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         "weights": weights_info,
         "weights_description": ", ".join(
             f"{k} (sha256 {v['sha256'][:12]}, {v['precision']}, working scale "
-            f"{v['working_scale']:g}, {v['tiling']} tiles)"
+            f"{v['working_scale']:g}"
+            + (f", longer side <= {v['working_max_side']} px" if v["working_max_side"] else "")
+            + f", {v['tiling']} tiles)"
             for k, v in weights_info.items()) or "none",
         "device": str(proposer.device) if proposer else "cpu (baselines only)",
         "settings": [s.name for s in settings],
