@@ -514,7 +514,7 @@ def propose_within(
         post_start = clock()
         merged = work.defect_map()
         if merged is not None:
-            proposals = proposer.map_to_proposals(merged, cam_threshold, image)
+            proposals = proposer.map_to_proposals(merged, cam_threshold, scales)
             result.proposals.extend(proposals)
             result.maps[work.label] = merged
             costs.observe_post(height * width, clock() - post_start)

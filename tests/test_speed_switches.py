@@ -414,7 +414,9 @@ def test_a_working_longer_side_post_processes_where_its_settings_were_chosen(
     proposer = DefectProposer([DefectMapPredictor(fitted_crack_model, meta, "cpu",
                                                   precision="fp32")])
     image, _ = crack_scene(5, 200, 328)
-    large = proposer.propose(image, iterations=0)
+    scales = ImageScales(image)
+    large = proposer.propose(scales, iterations=0)
+    assert list(scales._copies) == [(98, 160)]  # one shrunk copy: classifier and post-process
     small = proposer.propose(cv2.resize(image, (160, 98), interpolation=cv2.INTER_AREA),
                              iterations=0)
     assert len(large) == len(small) > 0

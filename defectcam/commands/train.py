@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from defectcam.config import PRECISION_NAMES
 from defectcam.core.device import resolve_device
 from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
 from defectcam.core.proposer import DefectProposer
@@ -102,7 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of crops, split and training")
     t.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 (default: cuda if present)")
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    t.add_argument("--precision", default="auto", choices=PRECISION_NAMES,
                    help="training precision (auto: bf16 autocast on CUDA where supported)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=run_train)

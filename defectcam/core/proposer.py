@@ -158,14 +158,13 @@ class DefectProposer:
         ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)
         result = ProposalResult(proposals=[])
         scales = as_scales(image)  # one shrunk copy per working size, for every defect
-        image = scales.image
         for label in self.check_labels(labels):
             predictor = self.predictors[label]
             start = time.perf_counter()
             defect_map = predictor.predict(scales, iterations,
                                            screen_threshold(screen, predictor.metadata),
                                            progress=progress)
-            proposals = self.map_to_proposals(defect_map, cam_threshold, image)
+            proposals = self.map_to_proposals(defect_map, cam_threshold, scales)
             result.proposals.extend(p for p in proposals if p.confidence >= min_confidence)
             result.maps[label] = defect_map
             result.seconds[label] = time.perf_counter() - start
@@ -173,30 +172,32 @@ class DefectProposer:
 
     def map_to_proposals(
         self, defect_map: DefectMap, cam_threshold: float | None = None,
-        image: np.ndarray | None = None,
+        image: np.ndarray | ImageScales | None = None,
     ) -> list[Proposal]:
         """Threshold, fit to image evidence (when the weights ask for it), close, split into
         components, drop small ones (method.md section 5; ``defectcam.core.refine``).
 
-        ``image`` is the RGB image the map was made of; weights with a refinement need it.
-        Weights with a working longer side post-process a frame beyond it at that size, where
-        their pixel settings (dilation, kernels, areas) were chosen, and the proposals are
-        enlarged back to the frame's pixels.
+        ``image`` is the RGB image the map was made of (or the request's
+        :class:`ImageScales`, whose shrunk copy the classifier already used); weights with a
+        refinement need it. Weights with a working longer side post-process a frame beyond it
+        at that size, where their pixel settings (dilation, kernels, areas) were chosen, and
+        the proposals are enlarged back to the frame's pixels.
         """
         m = self.predictors[defect_map.label].metadata
+        scales = None if image is None else as_scales(image)
         height, width = defect_map.cam_map.shape
         factor = working_factor(width, height, 1.0, m.working_max_side)
-        if factor < 1.0:
-            size = scaled_size(width, height, factor)
-            # working_size keeps tile-confidence lookups on the classifier's own grid
-            small = replace(defect_map, cam_map=cv2.resize(defect_map.cam_map, size,
-                                                           interpolation=cv2.INTER_AREA),
-                            working_size=defect_map.working_size or (height, width))
-            if image is not None:
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            return enlarge_proposals(self._fit(small, m, cam_threshold, image),
-                                     (size[1], size[0]), height, width)
-        return self._fit(defect_map, m, cam_threshold, image)
+        if factor >= 1.0:
+            return self._fit(defect_map, m, cam_threshold,
+                             None if scales is None else scales.image)
+        small_w, small_h = scaled_size(width, height, factor)
+        # working_size keeps tile-confidence lookups on the classifier's own grid
+        small = replace(defect_map, cam_map=cv2.resize(defect_map.cam_map, (small_w, small_h),
+                                                       interpolation=cv2.INTER_AREA),
+                        working_size=defect_map.working_size or (height, width))
+        proposals = self._fit(small, m, cam_threshold,
+                              None if scales is None else scales.at((small_h, small_w)))
+        return enlarge_proposals(proposals, (small_h, small_w), height, width)
 
     @staticmethod
     def _fit(defect_map: DefectMap, m: WeightsMetadata, cam_threshold: float | None,
