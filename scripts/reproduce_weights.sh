@@ -14,8 +14,9 @@ runs=$(realpath -m "${RUNS:-runs}")
 # 12 epochs of 40 steps, fp32, own sources only); spalling is round 3's (96 px crops, 3 per
 # click, all PHI-Net training images, negatives on 150 photos of each other source, bf16
 # autocast, 11 epochs of 40 steps; the best held-apart F1 was epoch 5's); rust is round 5's
-# (below: hard negatives mined with round 2's rust, then 96 px crops at a working longer side
-# of 1024 px, 3 per click, bf16, 30 epochs of 50 steps; the best held-apart F1 was epoch 28's).
+# (hard negatives mined with round 2's rust, recorded in scripts/clicks/, MINE=1 mines them
+# anew; then 96 px crops at a working longer side of 1024 px, 3 per click, bf16, 30 epochs of
+# 50 steps; the best held-apart F1 was epoch 28's).
 case "$defect" in
   spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 ;;
   rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 ;;
@@ -75,10 +76,15 @@ train() {  # train CLICKS OUT_FILE CROP PER_CLICK PRECISION EPOCHS STEPS MAX_SID
   mv -f "${2%.safetensors}".checkpoint.* "$runs/" 2>/dev/null || true
 }
 
-if [ "$defect" = rust ]; then
-  # The product's own loop on training data: round 2's rust (64 px crops, 2 per click, fp32,
-  # own photos only, 7 epochs of 40 steps) proposes on 160 training photos and the simulated
-  # annotator clicks a negative inside every proposal that touches no rust.
+if [ "$defect" = rust ] && [ "${MINE:-0}" = 0 ]; then
+  # The clicks the shipped rust was trained on, recorded (training on this CPU is not
+  # bit-reproducible, so a re-mined set differs: MINE=1 below reran it with 208 instead of
+  # 742 hard negatives). Image names are relative to the data root.
+  cp scripts/clicks/rust-round5.train-clicks.xml "$runs/rust.train-clicks.xml"
+elif [ "$defect" = rust ]; then
+  # MINE=1: the product's own loop on training data: round 2's rust (64 px crops, 2 per
+  # click, fp32, own photos only, 7 epochs of 40 steps) proposes on 160 training photos and
+  # the simulated annotator clicks a negative inside every proposal that touches no rust.
   defectcam simulate --defect rust --split train --seed 0 --crop-size 64 --data-root "$data" \
     --out "$runs/rust-miner.train-clicks.xml"
   train "$runs/rust-miner.train-clicks.xml" "$runs/rust-miner/rust.safetensors" 64 2 fp32 7 40 0
