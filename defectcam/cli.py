@@ -24,6 +24,8 @@ COMMANDS = {
     "train": "defectcam.commands.train",
     "evaluate": "defectcam.commands.evaluate",
     "feedback": "defectcam.commands.feedback",
+    "pseudo-masks": "defectcam.commands.pixels",
+    "annotated-masks": "defectcam.commands.pixels",
 }
 
 

@@ -106,6 +106,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--precision", default="auto", choices=PRECISION_NAMES,
                    help="training precision (auto: bf16 autocast on CUDA where supported)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--masks", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="the second stage: pixel labels per image (defectcam annotated-masks "
+                        "first, then defectcam pseudo-masks folders: the first holding an "
+                        "image's mask wins); the classifier from --resume gets a pixel head "
+                        "and its weights serve that head's map (default: clicks only)")
+    t.add_argument("--patience", type=int, default=3,
+                   help="with --masks: stop after this many epochs without a better "
+                        "held-apart pixel IoU (0: run every --epochs)")
+    t.add_argument("--pixel-weight", type=float, default=1.0,
+                   help="with --masks: weight of the pixel loss against the clicks' BCE")
     t.set_defaults(func=run_train)
 
 
@@ -160,6 +170,8 @@ def run_train(args: argparse.Namespace) -> int:
     device = None if (args.device or "auto") == "auto" else args.device
     if device:
         resolve_device(device, "--device")
+    if args.masks is not None:
+        return run_train_pixels(args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
@@ -178,4 +190,34 @@ def run_train(args: argparse.Namespace) -> int:
     summary = train_from_clicks(job)
     if summary is not None:  # None on the other ranks of a torchrun job
         print(json.dumps(summary))
+    return 0
+
+
+def run_train_pixels(args: argparse.Namespace) -> int:
+    """``train --masks``: the pixel stage, started from the ``--resume`` classifier."""
+    from defectcam.training.pixel_loop import PixelConfig
+    from defectcam.training.pixel_pipeline import PixelTraining, train_pixels_from_clicks
+
+    if args.resume is None:
+        raise ValueError("--masks trains the pixel stage of a classifier: pass it as --resume")
+    for folder in args.masks:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--masks {folder}: no such folder")
+    if args.patience < 0 or args.pixel_weight < 0:
+        raise ValueError("--patience and --pixel-weight must be >= 0")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                         micro_batch=args.micro_batch, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                         precision=args.precision,
+                         max_steps_per_epoch=args.max_steps_per_epoch,
+                         freeze_batchnorm=args.freeze_batchnorm == "yes",
+                         progress=not args.no_progress)
+    job = PixelTraining(defect=args.defect, clicks=args.clicks, images=args.images,
+                        masks=args.masks, start=args.resume, out=args.out,
+                        negative_label=args.negative_label, crop_size=args.crop_size,
+                        crops_per_click=args.crops_per_click, holdout=args.holdout,
+                        max_holdout_crops=args.max_holdout_crops, seed=args.seed,
+                        config=PixelConfig(pixel_weight=args.pixel_weight,
+                                           patience=args.patience, train=config))
+    print(json.dumps(train_pixels_from_clicks(job)))
     return 0

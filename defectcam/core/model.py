@@ -28,19 +28,31 @@ INPUT_MULTIPLE = 2**ENCODER_DEPTH
 class ClassifierOutput:
     """``logit``: (B,) one defect logit per image/tile.
 
-    ``cam``: (B, H, W) the Grad-CAM map ``ReLU(sum_k w_k A_k)`` at input resolution. It is
-    Grad-CAM multiplied by H*W, which makes it independent of the tile size (maps of tiles of
-    different sizes stay comparable); the normaliser removes the constant anyway.
+    ``cam``: (B, H, W) the map the classifier serves, at input resolution: the Grad-CAM map
+    ``ReLU(sum_k w_k A_k)`` (Grad-CAM times H*W, so that maps of tiles of different sizes stay
+    comparable), or, for a classifier with a pixel head, that head's probability per pixel.
+
+    ``pixel_logit``: (B, H, W) the pixel head's logits (``None`` without a pixel head).
     """
 
     logit: torch.Tensor
     cam: torch.Tensor
+    pixel_logit: torch.Tensor | None = None
+
+
+#: The maps a classifier can serve (``WeightsMetadata.serves``).
+SERVED_MAPS = ("cam", "pixel")
 
 
 class DefectClassifier(nn.Module):
-    """Binary classifier for one defect type whose forward pass also yields its CAM."""
+    """Binary classifier for one defect type whose forward pass also yields its map.
 
-    def __init__(self) -> None:
+    With ``pixel_head`` a 3x3 convolution on the same decoder output learns the defect per
+    pixel (from pseudo-masks and annotated masks, the second stage of weak supervision) and
+    its probability becomes the served map; the GAP/linear head keeps learning from clicks.
+    """
+
+    def __init__(self, pixel_head: bool = False) -> None:
         super().__init__()
         unet = smp.Unet(
             ENCODER_NAME,
@@ -57,6 +69,13 @@ class DefectClassifier(nn.Module):
         self.encoder = unet.encoder
         self.decoder = unet.decoder
         self.head = nn.Linear(DECODER_CHANNELS[-1], 1)
+        self.pixel_head = (nn.Conv2d(DECODER_CHANNELS[-1], 1, kernel_size=3, padding=1)
+                           if pixel_head else None)
+
+    @property
+    def serves(self) -> str:
+        """Which map ``cam`` holds: ``"pixel"`` with a pixel head, else ``"cam"``."""
+        return "cam" if self.pixel_head is None else "pixel"
 
     def decoder_features(self, x: torch.Tensor) -> torch.Tensor:
         """A: the decoder output (B, 16, H, W), on which both the logit and the CAM sit."""
@@ -73,18 +92,30 @@ class DefectClassifier(nn.Module):
 
     def head_outputs(self, features: torch.Tensor) -> ClassifierOutput:
         logit = self.head(features.mean(dim=(2, 3))).squeeze(1)
+        if self.pixel_head is not None:
+            pixel_logit = self.pixel_head(features).squeeze(1)
+            return ClassifierOutput(logit=logit, cam=torch.sigmoid(pixel_logit),
+                                    pixel_logit=pixel_logit)
         weight = self.head.weight[:, :, None, None]  # (1, C, 1, 1)
         cam = F.relu(F.conv2d(features, weight)).squeeze(1)
         return ClassifierOutput(logit=logit, cam=cam)
 
 
-def build_classifier(seed: int | None = None) -> DefectClassifier:
-    """A fresh (untrained) classifier; ``seed`` makes its initial weights reproducible."""
+def build_classifier(seed: int | None = None, pixel_head: bool = False) -> DefectClassifier:
+    """A fresh (untrained) classifier.
+
+    Args:
+        seed: makes its initial weights reproducible (None: the global RNG).
+        pixel_head: add the pixel head (the classifier then serves its probability map).
+
+    Returns:
+        The classifier in training mode.
+    """
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return DefectClassifier()
-    return DefectClassifier()
+            return DefectClassifier(pixel_head)
+    return DefectClassifier(pixel_head)
 
 
 def fold_batchnorm(model: DefectClassifier) -> DefectClassifier:

@@ -104,11 +104,14 @@ def mask_to_proposals(
     score_map: np.ndarray | None = None,
     confidence_fn=None,
     polygon_tolerance: float = 0.7,
+    mean_confidence: bool = False,
 ) -> list[Proposal]:
     """Split a binary mask into connected components (8-connectivity) and make proposals.
 
     ``score_map`` (the normalised CAM) gives each component its ``peak``;
-    ``confidence_fn(y, x, peak)`` maps the peak pixel to a confidence (default: the peak).
+    ``confidence_fn(y, x, peak)`` maps the peak pixel to a confidence (default: the peak);
+    ``mean_confidence``: the component's mean on ``score_map`` instead (a pixel map's
+    probability over the whole proposal, not its single surest pixel).
     Components are returned largest first.
     """
     binary = np.ascontiguousarray(binary.astype(np.uint8))
@@ -127,6 +130,8 @@ def mask_to_proposals(
             py, px = y + flat // w, x + flat % w
             peak = float(scores.flat[flat])
         confidence = float(confidence_fn(py, px, peak)) if confidence_fn else float(peak)
+        if mean_confidence and score_map is not None:
+            confidence = float(score_map[y : y + h, x : x + w][crop].mean())
         polygon = mask_to_polygon(crop, offset=(x, y), tolerance=polygon_tolerance)
         polygon[:, 0] = np.clip(polygon[:, 0], 0, width - 1)
         polygon[:, 1] = np.clip(polygon[:, 1], 0, height - 1)

@@ -221,4 +221,5 @@ class DefectProposer:
             score_map=scores,
             confidence_fn=(lambda y, x, peak: defect_map.probability_at(y, x)) if by_tile
             else None,
+            mean_confidence=m.confidence == "mean",
         )

@@ -15,13 +15,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from defectcam.core.digest import file_sha256
-from defectcam.core.model import DefectClassifier, build_classifier
+from defectcam.core.model import SERVED_MAPS, DefectClassifier, build_classifier
 from defectcam.core.refine import Refinement
 from defectcam.core.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT_VERSION = 1
 #: What a proposal's confidence can be (see ``WeightsMetadata.confidence``).
-CONFIDENCE_KINDS = ("tile", "peak", "near-peak")
+CONFIDENCE_KINDS = ("tile", "peak", "near-peak", "mean")
 FORMAT_NAME = "defectcam-classifier"
 
 
@@ -91,8 +91,13 @@ class WeightsMetadata:
     #: holding the proposal's peak) or ``peak`` (the proposal's own peak on the normalised
     #: map, so that CVAT's threshold removes weak proposals, not whole tiles) or ``near-peak``
     #: (the map's peak within the refinement's dilation of the proposal: a crack fitted beside
-    #: the CAM's band is as sure as the band).
+    #: the CAM's band is as sure as the band) or ``mean`` (the proposal's mean on the map: a
+    #: pixel map's probability over the whole proposal).
     confidence: str = "tile"
+    #: The map the classifier serves: ``cam`` (Grad-CAM of the click-trained head) or
+    #: ``pixel`` (the pixel head's probability, trained on pseudo-masks and annotated masks;
+    #: the tensors then hold ``pixel_head``). Sidecars written before this field: ``cam``.
+    serves: str = "cam"
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -130,6 +135,9 @@ class WeightsMetadata:
                 0 <= screen < 1):
             raise WeightsError(f"{source}: screen_threshold must be a number in [0, 1) "
                                f"(0: no screening), got {screen!r}")
+        if data.get("serves", "cam") not in SERVED_MAPS:
+            raise WeightsError(f"{source}: serves must be one of {SERVED_MAPS}, "
+                               f"got {data['serves']!r}")
         if data.get("confidence", "tile") not in CONFIDENCE_KINDS:
             raise WeightsError(f"{source}: confidence must be one of {CONFIDENCE_KINDS}, "
                                f"got {data['confidence']!r}")
@@ -190,7 +198,7 @@ def load_weights(
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    model = build_classifier()
+    model = build_classifier(pixel_head=metadata.serves == "pixel")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

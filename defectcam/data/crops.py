@@ -27,13 +27,16 @@ from defectcam.data.cvat_xml import ImageClicks
 class CropSet:
     """``crops`` (N, S, S, 3) uint8 RGB; ``labels`` (N,) 1 defect / 0 no defect;
     ``origins`` (N, 2) crop top-left x,y in image pixels (negative where padded);
-    ``clicks`` (N, 2) the click's x,y inside its crop; ``names`` the image of each crop."""
+    ``clicks`` (N, 2) the click's x,y inside its crop; ``names`` the image of each crop;
+    ``masks`` (N, S, S) uint8 pixel labels of each crop when the set was built with masks
+    (0 background, 1 defect, 255 unsure: ``defectcam.training.pixels``), else ``None``."""
 
     crops: np.ndarray
     labels: np.ndarray
     origins: np.ndarray
     clicks: np.ndarray
     names: list[str]
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -152,12 +155,15 @@ def build_crop_set(
     negative_jitter: int | None = None,
     seed: int = 0,
     load_image: Callable[[Path], np.ndarray] = read_rgb,
+    load_mask: Callable[[str, tuple[int, int]], np.ndarray] | None = None,
 ) -> CropSet:
     """Extract every crop of one defect's data set into memory.
 
     ``negative_ratio``: negative crops per positive crop (1.0 = balanced). ``margin``
     (default crop_size // 8): how far inside a positive crop its click must lie.
     ``negative_jitter`` (default crop_size // 8): shift of negative crops off centre.
+    ``load_mask(name, (height, width))``: the image's pixel labels at the size crops are cut
+    from; the same windows are cut from it (padding is unsure, 255) into ``CropSet.masks``.
     """
     if crop_size < 8 or crops_per_click < 1:
         raise ValueError("crop_size must be >= 8 and crops_per_click >= 1")
@@ -172,6 +178,7 @@ def build_crop_set(
     origins = np.zeros((total, 2), dtype=np.int64)
     local = np.zeros((total, 2), dtype=np.float64)
     names: list[str] = []
+    masks = None if load_mask is None else np.empty((total, crop_size, crop_size), np.uint8)
     i = 0
     for item, counts in zip(clicks, quota, strict=True):
         if not len(item.positives) and not counts.sum():
@@ -180,6 +187,13 @@ def build_crop_set(
         if image.shape[:2] != (item.height, item.width):
             raise ValueError(f"{item.name}: image is {image.shape[1]}x{image.shape[0]}, "
                              f"annotations say {item.width}x{item.height}")
+        mask = None
+        if masks is not None:
+            mask = load_mask(item.name, image.shape[:2])
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"{item.name}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                                 f"image {image.shape[1]}x{image.shape[0]}")
+            mask = _pad_unsure(mask, crop_size)
         image, left, top = pad_to(image, crop_size)
         h, w = image.shape[:2]
         jobs = [(click, crops_per_click, 1) for click in item.positives]
@@ -192,21 +206,54 @@ def build_crop_set(
                 corners = negative_windows(shifted, k, crop_size, w, h, jitter, rng)
             for x0, y0 in corners:
                 crops[i] = image[y0 : y0 + crop_size, x0 : x0 + crop_size]
+                if masks is not None:
+                    masks[i] = mask[y0 : y0 + crop_size, x0 : x0 + crop_size]
                 labels[i] = label
                 origins[i] = (x0 - left, y0 - top)
                 local[i] = shifted - (x0, y0)
                 names.append(item.name)
                 i += 1
-    return CropSet(crops, labels, origins, local, names)
+    return CropSet(crops, labels, origins, local, names, masks)
+
+
+def _pad_unsure(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask padded as :func:`pad_to` pads its image, the padding marked unsure (255):
+    reflected pixels are not the annotator's."""
+    h, w = mask.shape
+    px, py = max(0, size - w), max(0, size - h)
+    if px == 0 and py == 0:
+        return mask
+    left, top = px // 2, py // 2
+    return np.pad(mask, ((top, py - top), (left, px - left)), constant_values=255)
 
 
 def augment_crop(crop: np.ndarray, rng: np.random.Generator, brightness: float = 0.15,
                  contrast: float = 0.15, hue: float = 0.02) -> np.ndarray:
     """Defect-preserving augmentation of an HWC uint8 crop: one of the 8 flips/rotations
     by 90 degrees, mild brightness, contrast and hue jitter (rust stays rust-coloured)."""
-    out = np.rot90(crop, int(rng.integers(4)))
-    if rng.random() < 0.5:
+    return augment_pair(crop, None, rng, brightness, contrast, hue)[0]
+
+
+def augment_pair(crop: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator,
+                 brightness: float = 0.15, contrast: float = 0.15, hue: float = 0.02
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`augment_crop` of ``crop``, and the same flip/rotation of its pixel ``mask``.
+
+    Args:
+        crop: (S, S, 3) uint8 RGB.
+        mask: (S, S) pixel labels, or ``None``.
+        rng: the draws (rotation, flip, hue, brightness, contrast, in that order).
+
+    Returns:
+        The augmented crop and mask (``None`` when none was given).
+    """
+    turns, flip = int(rng.integers(4)), rng.random() < 0.5
+    out = np.rot90(crop, turns)
+    if flip:
         out = out[:, ::-1]
+    if mask is not None:
+        mask = np.rot90(mask, turns)
+        mask = np.ascontiguousarray(mask[:, ::-1] if flip else mask)
     out = np.ascontiguousarray(out)
     if hue > 0:
         shift = int(round(rng.uniform(-hue, hue) * 180))
@@ -219,11 +266,12 @@ def augment_crop(crop: np.ndarray, rng: np.random.Generator, brightness: float =
     x = out.astype(np.float32)
     mean = x.mean()
     x = (x - mean) * c + mean * gain
-    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8), mask
 
 
 class ClickCropDataset(Dataset):
-    """A :class:`CropSet` for training: ``(uint8 tensor, float32 label)`` per index.
+    """A :class:`CropSet` for training: ``(uint8 tensor, float32 label)`` per index, and
+    the crop's uint8 pixel mask third when the set has masks (flipped and turned with it).
 
     The tensor is CHW (``layout="chw"``) or HWC (``"hwc"``, what
     ``defectcam.core.transforms.normalize_batch`` takes once batched). Augmentation is seeded by
@@ -248,13 +296,17 @@ class ClickCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.crop_set)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         crop = self.crop_set.crops[index]
+        masks = self.crop_set.masks
+        mask = None if masks is None else masks[index]
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-            crop = augment_crop(crop, rng, *self.jitter)
+            crop, mask = augment_pair(crop, mask, rng, *self.jitter)
         if self.layout == "chw":
             crop = crop.transpose(2, 0, 1)
         image = torch.from_numpy(np.ascontiguousarray(crop))
         label = torch.tensor(float(self.crop_set.labels[index]), dtype=torch.float32)
-        return image, label
+        if mask is None:
+            return image, label
+        return image, label, torch.from_numpy(np.ascontiguousarray(mask))

@@ -341,3 +341,48 @@ def add_negative_clicks(annotations: CvatAnnotations, clicks: dict[str, list[tup
                                           np.asarray([xy], dtype=np.float64), source="manual"))
             added += 1
     return added
+
+
+# --------------------------------------------------------------------------- a finished batch
+
+
+def finished_frames(pairs: Sequence[ImagePair], defect: str,
+                    proposed: dict[str, list[np.ndarray]] | None = None,
+                    min_area: int = 16, negative_label: str = NEGATIVE_LABEL
+                    ) -> CvatAnnotations:
+    """A batch as the simulated team leaves it in CVAT: every true instance of ``defect``
+    (a connected component of its mask) as a ``mask`` shape, the proposals that lay on no
+    instance deleted.
+
+    Args:
+        pairs: the batch's images with their masks.
+        defect: the label annotated.
+        proposed: per image name, the regions (bool, frame size) the model proposed there; an
+            instance one of them overlaps was corrected from it (``source`` semi-auto), the
+            others were drawn from scratch (``manual``).
+        min_area: smaller components are not drawn (as :func:`positive_clicks`).
+        negative_label: listed among the export's labels.
+
+    Returns:
+        The export, ready for :func:`defectcam.data.cvat_xml.write_cvat_xml`.
+    """
+    proposed = proposed or {}
+    images = []
+    for index, pair in enumerate(pairs):
+        mask = load_defect_mask(pair, defect)
+        height, width = mask.shape
+        regions = proposed.get(pair.name, [])
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
+                                                                   connectivity=8)
+        shapes = []
+        for idx in range(1, count):
+            x, y, w, h, area = (int(v) for v in stats[idx])
+            if area < min_area:
+                continue
+            crop = labels[y : y + h, x : x + w] == idx
+            touched = any(region[y : y + h, x : x + w][crop].any() for region in regions)
+            shapes.append(CvatShape("mask", defect, source="semi-auto" if touched else "manual",
+                                    mask=crop, box=(x, y, x + w - 1, y + h - 1)))
+        images.append(CvatImage(index, pair.name, width, height, shapes))
+    return CvatAnnotations(defect_labels(negative_label), images,
+                           {"name": f"finished {defect} frames"})
