@@ -172,7 +172,8 @@ def crack_task(tmp_path_factory, fitted_crack_model):
     clicks_xml = write_cvat_xml(CvatAnnotations(defect_labels(), frames), root / "clicks.xml")
     weights = save_weights(fitted_crack_model, WeightsMetadata(
         label="crack", tile_size=96, tile_overlap=16, iterations=0, cam_threshold=0.3,
-        min_area=8), root / "classifier" / "crack.safetensors")
+        min_area=8, refinement={"evidence": "dark-lines", "dilation": 8, "kernel_px": 15,
+                                "k": 1.5}), root / "classifier" / "crack.safetensors")
     return root, clicks_xml, truth, weights
 
 
