@@ -22,11 +22,9 @@ from tqdm import tqdm
 
 from defectcam.config import PRECISION_NAMES
 from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
-from defectcam.core.predictor import TILINGS, parse_working_scale
+from defectcam.core.tiling import TILINGS
 from defectcam.data import DEFECTS
 from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
-from defectcam.evaluation.report import build_report, render_markdown, write_gallery, write_json
-from defectcam.evaluation.run import cvat_items, evaluate, folder_items, plan_settings
 from defectcam.evaluation.timesave import AnnotatorModel, GroupThresholds
 
 ABLATION_ITERATIONS = (0, 1, 2, 4)
@@ -114,6 +112,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _working_scale(text: str) -> float | dict[str, float]:
+    from defectcam.core.predictor import parse_working_scale  # torch: not for --help
+
     try:
         return parse_working_scale(text)
     except ValueError as exc:
@@ -153,6 +153,15 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # These load torch, so they are imported here rather than for --help.
+    from defectcam.evaluation.report import (
+        build_report,
+        render_markdown,
+        write_gallery,
+        write_json,
+    )
+    from defectcam.evaluation.run import cvat_items, evaluate, folder_items, plan_settings
+
     _check(args)
     proposer = None
     weights_info: dict = {}

@@ -38,6 +38,8 @@ DEFAULT_MAX_PIXELS = 160_000_000
 #: photo; :func:`decode_image` refuses it unless told otherwise (``min_side``), and the
 #: service answers such a frame with no proposals.
 MIN_SIDE = 8
+#: File suffixes read as photos where a folder is given (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Frames between Pillow's warning size (89.5 MP) and DEFAULT_MAX_PIXELS are real photos: the
 # explicit limit below is this module's decompression-bomb guard, so Pillow's warning is noise.

@@ -26,14 +26,11 @@ from defectcam.core.cpu_memory import keep_large_allocations_in_heap
 from defectcam.core.device import PRECISION_CHOICES, resolve_device, resolve_precision
 from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
-from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
+from defectcam.core.tiling import TILINGS, TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, check_working_scale
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: How an image is cut: ``balanced`` (the tile count of fixed tiles, each as small as that
-#: count allows; ``TileGrid.build``) or ``fixed`` (every tile of the weights' tile size).
-TILINGS = ("balanced", "fixed")
 
 
 def parse_working_scale(text: str, setting: str = "--working-scale"
