@@ -180,11 +180,12 @@ def describe_image(spec: str) -> str:
 # ----------------------------------------------------------------------------- one row
 
 def build(config: Config, weights: Path):
+    from defectcam.config import malloc_tuning
     from defectcam.core.proposer import DefectProposer
 
     return DefectProposer.from_weights(weights, device="cpu", precision=config.precision,
                                        working_scale=config.working_scale or None,
-                                       tiling=config.tiling)
+                                       tiling=config.tiling, malloc_tuning=malloc_tuning())
 
 
 def union_mask(proposals, label: str, shape: tuple[int, int]) -> np.ndarray:

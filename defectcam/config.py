@@ -257,6 +257,7 @@ class Settings:
     screen: bool | None = None
     deadline: float | None = None
     log_db: Path | None = LOCAL_LOG_PATH
+    malloc_tuning: bool = True
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -290,6 +291,7 @@ class Settings:
             **_option_defaults(env),
             deadline=_deadline(env),
             log_db=log_path(env),
+            malloc_tuning=malloc_tuning(env),
             origins=where,
         )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from defectcam.config import PRECISION_NAMES
+from defectcam.config import PRECISION_NAMES, malloc_tuning
 from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
 from defectcam.core.tiling import TILINGS
 from defectcam.data import DEFECTS
@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
                                                tile_batch=args.tile_batch,
                                                precision=args.precision,
                                                working_scale=args.working_scale,
-                                               tiling=args.tiling)
+                                               tiling=args.tiling,
+                                               malloc_tuning=malloc_tuning())
         for label, predictor in proposer.predictors.items():
             md = predictor.metadata
             weights_info[label] = {

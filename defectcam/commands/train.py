@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from defectcam.config import PRECISION_NAMES
+from defectcam.config import PRECISION_NAMES, malloc_tuning
 from defectcam.core.device import resolve_device
 from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
@@ -134,7 +134,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.hard_images < 1:
         raise ValueError(f"--hard-images must be at least 1, got {args.hard_images}")
     if args.hard_negatives is not None:  # loaded (and checked) before any photo is read
-        proposer = DefectProposer.from_weights(args.hard_negatives)
+        proposer = DefectProposer.from_weights(args.hard_negatives,
+                                               malloc_tuning=malloc_tuning())
         if args.defect not in proposer.labels:
             raise ValueError(f"--hard-negatives {args.hard_negatives}: no {args.defect} "
                              f"classifier there (found: {', '.join(proposer.labels)})")

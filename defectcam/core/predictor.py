@@ -148,10 +148,13 @@ class DefectMapPredictor:
         precision: str = "auto",
         working_scale: float | None = None,
         tiling: str = "balanced",
+        malloc_tuning: bool = True,
     ) -> None:
         """``precision``: one of :data:`PRECISION_CHOICES` (``auto``: bf16 autocast on CPUs
         with native bf16 and bf16-capable GPUs, else fp32); ``working_scale``: overrides the
-        weights' (``None``: ``metadata.working_scale``); ``tiling``: one of :data:`TILINGS`.
+        weights' (``None``: ``metadata.working_scale``); ``tiling``: one of :data:`TILINGS`;
+        ``malloc_tuning``: on a CPU, keep large buffers in the malloc heap
+        (:func:`~defectcam.core.cpu_memory.keep_large_allocations_in_heap`).
         """
         self.device = pick_device(device)
         if tiling not in TILINGS:
@@ -170,7 +173,7 @@ class DefectMapPredictor:
         self.metadata = metadata
         self.tile_batch = tile_batch or (8 if self.device.type == "cuda" else 2)
         if self.device.type == "cpu":
-            keep_large_allocations_in_heap()  # ~1.3x on CPU: no page faults per pass
+            keep_large_allocations_in_heap(malloc_tuning)  # no page faults per pass
 
     def settings(self, iterations: int | None = None) -> AdvCAMSettings:
         m = self.metadata

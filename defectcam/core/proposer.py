@@ -77,12 +77,13 @@ class DefectProposer:
         precision: str = "auto",
         working_scale: float | Mapping[str, float] | None = None,
         tiling: str = "balanced",
+        malloc_tuning: bool = True,
     ) -> DefectProposer:
         """Load every ``*.safetensors`` of a directory (or the listed files).
 
-        ``precision`` and ``tiling``: see :class:`DefectMapPredictor`; ``working_scale``
-        overrides the weights' own: one factor for every defect, or ``{label: factor}`` for
-        some of them (the others keep the weights' value).
+        ``precision``, ``tiling`` and ``malloc_tuning``: see :class:`DefectMapPredictor`;
+        ``working_scale`` overrides the weights' own: one factor for every defect, or
+        ``{label: factor}`` for some of them (the others keep the weights' value).
         """
         found = find_weights(weights if isinstance(weights, (str, Path)) else list(weights))
         if isinstance(working_scale, Mapping) and (
@@ -96,7 +97,8 @@ class DefectProposer:
                      else working_scale)
             predictors.append(
                 DefectMapPredictor(model, metadata, device, tile_batch=tile_batch,
-                                   precision=precision, working_scale=scale, tiling=tiling)
+                                   precision=precision, working_scale=scale, tiling=tiling,
+                                   malloc_tuning=malloc_tuning)
             )
         return cls(predictors)
 
