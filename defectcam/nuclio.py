@@ -23,9 +23,19 @@ from typing import Any
 from PIL import Image
 
 from defectcam.core.image_io import ImageInputError, decode_base64
-from defectcam.core.options import Limits, OptionError, ProposeOptions, json_type
+from defectcam.core.options import (
+    OPTION_NAMES,
+    Limits,
+    OptionError,
+    ProposeOptions,
+    Spelling,
+    json_type,
+)
 
 OUT_OF_MEMORY = "out of memory; try a smaller image"
+#: The body's keys: the options' own names, but CVAT sends ``min_confidence`` as
+#: ``threshold``; messages quote the key (``'threshold'``).
+BODY = Spelling({"min_confidence": "threshold"}, "'{}'")
 
 
 def read_body(body: Any) -> dict:
@@ -57,7 +67,24 @@ def read_request(body: Any, limits: Limits | None = None) -> tuple[str, ProposeO
         raise OptionError("missing 'image': expected the base64 of an image file", "image")
     if not isinstance(image, str):
         raise OptionError(f"'image' must be a base64 string, got {json_type(image)}", "image")
-    return image, ProposeOptions.from_body(data, limits)
+    return image, options_from_body(data, limits)
+
+
+def options_from_body(body: dict, limits: Limits | None = None) -> ProposeOptions:
+    """The request options of a Nuclio / HTTP JSON body.
+
+    Args:
+        body: the parsed body; keys that are no option (``image`` included) are left alone.
+        limits: the worker's caps and defaults.
+
+    Returns:
+        The validated options.
+
+    Raises:
+        OptionError: a value is wrong; ``key`` is the body's key (``threshold``, ...).
+    """
+    values = {option: body.get(BODY.key(option)) for option in OPTION_NAMES}
+    return ProposeOptions.build(values, BODY, limits)
 
 
 def error_answer(exc: Exception, logger: Any, body: Any = None) -> tuple[int, dict]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from defectcam.config import PRECISION_NAMES, malloc_tuning
-from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
+from defectcam.core.options import DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
 from defectcam.core.tiling import TILINGS
 from defectcam.data import DEFECTS
 from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
@@ -146,7 +146,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
     # The request contract's bounds, before any weights load.
     ProposeOptions.build({"iterations": args.iterations, "cam_threshold": args.cam_threshold},
-                         CLI)
+                         Spelling({"iterations": "--iterations",
+                                   "cam_threshold": "--cam-threshold"}))
     ablation = Spelling({"iterations": "--ablation-iterations"})
     for steps in args.ablation_iterations if args.ablation else ():
         ProposeOptions.build({"iterations": steps}, ablation)

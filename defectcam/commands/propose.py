@@ -37,12 +37,18 @@ from defectcam.core.image_io import (
     decode_image,
 )
 from defectcam.core.options import (
-    CLI,
     DEFAULT_MIN_CONFIDENCE,
     MAX_ITERATIONS,
+    OPTION_NAMES,
     OUTPUT_TYPES,
+    Limits,
     ProposeOptions,
+    Spelling,
+    split_labels,
 )
+
+#: The command's flags: each option's name with dashes (``--min-confidence``).
+CLI = Spelling({name: "--" + name.replace("_", "-") for name in OPTION_NAMES})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -115,10 +121,29 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_env().override("command line", **given)
 
 
+def options_from_args(args: argparse.Namespace, limits: Limits | None = None
+                      ) -> ProposeOptions:
+    """The request options among the command's parsed arguments.
+
+    Args:
+        args: ``defectcam propose``'s arguments (``labels`` comma-separated).
+        limits: the operator's caps and defaults (from the environment's settings).
+
+    Returns:
+        The validated options.
+
+    Raises:
+        OptionError: a value is wrong, named by its flag (``--iterations``).
+    """
+    values = {option: getattr(args, option, None) for option in OPTION_NAMES}
+    values["labels"] = split_labels(values["labels"])
+    return ProposeOptions.build(values, CLI, limits)
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything the user can get wrong is checked before the model loads.
     settings = settings_from_args(args)
-    options = ProposeOptions.from_cli(args, settings.limits())
+    options = options_from_args(args, settings.limits())
     if args.tile_batch is not None and args.tile_batch < 1:
         raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
     if settings.max_pixels < 1:
