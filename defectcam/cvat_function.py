@@ -1,24 +1,11 @@
 """defectcam as a cvat-sdk native auto-annotation function (no Nuclio, no Docker).
 
-    cvat-cli task auto-annotate TASK_ID --function-module defectcam.cvat_function \\
-        -p weights=str:weights/ -p iterations=int:2 [--conf-threshold 0.5] [--conv-mask-to-poly]
+    cvat-cli task auto-annotate TASK_ID --function-module defectcam.cvat_function \
+        -p weights=str:weights/ [--conf-threshold 0.5] [--conv-mask-to-poly]
 
-cvat-cli (``FunctionLoader.load``) imports this module and, because it defines ``create``,
-always calls ``create(**parameters)`` with the ``-p NAME=TYPE:VALUE`` values (none: ``create()``).
-The module-level ``spec`` and ``detect`` make the module itself a function too, for
-``cvat_sdk.auto_annotation.annotate_task(client, task_id, defectcam.cvat_function)``.
-
-One code path with the Nuclio function: the parameters become the request contract's
-``ProposeOptions`` (:func:`options_from_parameters`; the driver's ``conf_threshold`` is the Nuclio
-``threshold``, its default 0.5 when the driver sends none, and ``conv_mask_to_poly`` the
-``output``), and every frame goes through the same ``ProposalService`` as a Nuclio request,
-interaction log included (the frame's name is logged as its file name). Only the output
-wrapping differs (cvat-sdk request objects here, JSON dicts there).
-
-Spec label type is ``mask``, not the Nuclio spec's ``polygon``: cvat-sdk's driver rejects a
-mask shape for a label declared ``polygon``, and maps a ``mask`` label to ``polygon`` when
-``--conv-mask-to-poly`` is given (as cvat-sdk's own torchvision instance-segmentation function
-declares). Ids and names are the Nuclio spec's (``defectcam.core.labels``).
+cvat-cli imports this module and calls :func:`create` with the ``-p`` parameters; the
+module-level ``spec`` and :func:`detect` make the module itself a function too. Every frame
+goes through the same ``ProposalService`` as a Nuclio request, interaction log included.
 """
 
 # No `from __future__ import annotations`: `cvat-cli --function-file` executes this file as a
@@ -50,7 +37,10 @@ from defectcam.core.postprocess import Proposal
 from defectcam.core.weights import WeightsError, find_weights
 from defectcam.service import ProposalService, check_spec_labels
 
-#: The label type the spec declares (see the module docstring).
+#: The label type the spec declares: ``mask``, not the Nuclio spec's ``polygon``, because
+#: cvat-sdk's driver rejects a mask shape for a label declared ``polygon`` and maps a ``mask``
+#: label to ``polygon`` under ``--conv-mask-to-poly`` (as cvat-sdk's own torchvision
+#: instance-segmentation function declares). Ids and names are the Nuclio spec's.
 SPEC_LABEL_TYPE = "mask"
 #: ``-p`` parameters that set where and how the model runs (the rest are request options).
 SETUP_PARAMETERS = ("weights", "device", "precision")
