@@ -103,8 +103,15 @@ def _raw(environ: Mapping[str, str], name: str) -> str:
 
 def resolve_weights(explicit: str | Path | None = None,
                     environ: Mapping[str, str] | None = None) -> Path:
-    """The weights to load: ``explicit``, else ``$DEFECTCAM_WEIGHTS``, else ``weights/`` of the
-    repository."""
+    """The weights to load.
+
+    Args:
+        explicit: a path given on a command line or as a parameter (``None`` or blank: none).
+        environ: the environment (default ``os.environ``).
+
+    Returns:
+        ``explicit``, else ``$DEFECTCAM_WEIGHTS``, else ``weights/`` of the repository.
+    """
     if explicit is not None and str(explicit).strip():
         return Path(explicit).expanduser()
     value = _raw(_environ(environ), WEIGHTS_ENV)
@@ -233,9 +240,19 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
                  origins: Mapping[str, str] | None = None) -> Settings:
-        """The settings of ``environ`` (default ``os.environ``); a bad value raises
-        :class:`ConfigError` naming the variable. ``origins`` labels variables that came
-        from elsewhere than the environment (``defectcam serve``: the function's yaml)."""
+        """The settings an environment sets.
+
+        Args:
+            environ: the variables (default ``os.environ``).
+            origins: variable -> where it came from, for variables that did not come from
+                the environment (``defectcam serve``: the function's yaml).
+
+        Returns:
+            The settings, each with its origin in ``origins``.
+
+        Raises:
+            ConfigError: a variable's value is invalid; the message names it.
+        """
         env = _environ(environ)
         device = _raw(env, DEVICE_ENV) or None
         precision = _raw(env, PRECISION_ENV) or "auto"

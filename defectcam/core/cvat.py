@@ -102,7 +102,16 @@ def flat_points(polygon: np.ndarray) -> list[float]:
 
 
 def proposal_to_cvat_shape(proposal: Proposal, output: str = "polygon") -> dict:
-    """One proposal as the shape dict a CVAT detector function returns."""
+    """One proposal as the shape dict a CVAT detector function returns.
+
+    Args:
+        proposal: the proposal, in the frame's pixels.
+        output: ``polygon`` (its outer contour) or ``mask`` (CVAT's detector mask: the crop
+            row-major as 0/1, then the inclusive box).
+
+    Returns:
+        ``{"label", "type", "points", "confidence"[, "mask"]}`` as CVAT reads it.
+    """
     if output not in OUTPUT_TYPES:
         raise ValueError(f"output must be one of {OUTPUT_TYPES}, got {output!r}")
     shape = {
@@ -117,4 +126,5 @@ def proposal_to_cvat_shape(proposal: Proposal, output: str = "polygon") -> dict:
 
 
 def proposals_to_cvat_shapes(proposals: list[Proposal], output: str = "polygon") -> list[dict]:
+    """Every proposal as :func:`proposal_to_cvat_shape` gives it (the detector's answer)."""
     return [proposal_to_cvat_shape(p, output) for p in proposals]

@@ -54,6 +54,8 @@ class Limits:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def default(self, option: str) -> Any:
+        """The value a request that leaves ``option`` out gets: the operator's, else the
+        contract's."""
         if option in self.defaults:
             return self.defaults[option]
         return _DEFAULTS[option]
@@ -152,8 +154,16 @@ OPTION_NAMES = tuple(_DEFAULTS)
 
 
 def check_limits(options: ProposeOptions, limits: Limits, spelling: Spelling = INTERNAL) -> None:
-    """Raise :class:`OptionError` when ``options`` ask for more than ``limits`` allow (for
-    options built elsewhere: a library caller's, or another worker's limits)."""
+    """Check options built elsewhere (a library caller's) against a worker's limits.
+
+    Args:
+        options: the options to check.
+        limits: the worker's caps and the labels it knows.
+        spelling: how the calling face names the options, for the message.
+
+    Raises:
+        OptionError: ``options`` ask for more than ``limits`` allow.
+    """
     _validate(dataclasses.asdict(options), spelling, limits)
 
 

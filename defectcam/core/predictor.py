@@ -165,8 +165,9 @@ class DefectMapPredictor:
         #: The image is shrunk by this factor before tiling (see :func:`working_size`).
         self.working_scale = check_working_scale(
             metadata.working_scale if working_scale is None else working_scale)
-        # An inference copy with BatchNorm folded into the convs (same maps, 8-13 % faster);
-        # channels_last: about 30 % faster convolutions on CPU (measured), neutral on GPU.
+        # An inference copy with BatchNorm folded into the convs (same maps, fewer passes over
+        # the activations) in channels_last, the faster layout for CPU convolutions
+        # (BENCHMARKS.md, "Engine").
         self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)  # the climb needs gradients w.r.t. the input only
