@@ -64,9 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "default: full resolution)")
     s = p.add_argument_group("proposer")
     s.add_argument("--iterations", type=int, default=None,
-                   help="AdvCAM steps T of the main setting (default: the weights' value)")
+                   help="AdvCAM steps T of the main setting (default: the weights' value: "
+                        "'iterations' in weights/<defect>.json)")
     s.add_argument("--cam-threshold", type=float, default=None,
-                   help="default: the weights' value (0.1)")
+                   help="binarisation of the normalised map, in (0, 1) (default: the weights' "
+                        "value: 'cam_threshold' in weights/<defect>.json)")
     s.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="drop the model's proposals below this confidence, as the CVAT "
                         "function's default threshold does (default: %(default)s)")
