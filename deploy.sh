@@ -76,8 +76,12 @@ CVAT_NETWORK="${CVAT_NETWORK:-cvat_cvat}"
 
 # Print a command so that it can be pasted into a shell: words with characters other than
 # these are single-quoted. "$" stays bare so that the dry run's $STAGE expands when pasted.
+# A real run marks its commands with "+ " (as set -x does); a dry run prints them bare, so
+# that its output is a script.
+PREFIX="+ "
+[ "$DRY_RUN" -eq 0 ] || PREFIX=""
 quote() {
-    local word out="+"
+    local word out="${PREFIX% }"
     local q="'"
     local plain='^[-A-Za-z0-9_./:=@%+,$]+$'
     for word in "$@"; do
@@ -87,7 +91,7 @@ quote() {
             out+=" $q${word//$q/$q\\$q$q}$q"
         fi
     done
-    echo "$out"
+    echo "${out# }"
 }
 
 # Print, then run (not on a dry run).
@@ -152,9 +156,10 @@ run docker build --tag "$BASE_IMAGE" --build-arg "TORCH_VARIANT=$TORCH_VARIANT" 
 # Stage only the function files: Nuclio copies the whole --path into the image (from the
 # repository root that would be the whole tree, .venv included).
 if [ "$DRY_RUN" -eq 1 ]; then
-    # Printed for pasting, where $STAGE expands: single quotes on purpose.
+    # Printed for pasting, where $STAGE expands: single quotes on purpose. No folder is
+    # made here: the script that is printed makes it when it runs.
     # shellcheck disable=SC2016
-    echo '+ STAGE="$(mktemp -d "${TMPDIR:-/tmp}/defectcam-nuclio.XXXXXX")"'
+    echo 'STAGE="$(mktemp -d "${TMPDIR:-/tmp}/defectcam-nuclio.XXXXXX")"'
     # shellcheck disable=SC2016
     STAGE='$STAGE'
 else
@@ -164,7 +169,10 @@ else
 fi
 run cp "$ROOT/main.py" "$ROOT/model_handler.py" "$ROOT/$FUNCTION_FILE" "$STAGE/"
 
-if [ "$DRY_RUN" -eq 1 ] || ! nuctl get project cvat --platform "$PLATFORM" >/dev/null 2>&1; then
+if [ "$DRY_RUN" -eq 1 ]; then
+    echo "nuctl get project cvat --platform $PLATFORM >/dev/null 2>&1 ||"
+    echo "    nuctl create project cvat --platform $PLATFORM"
+elif ! nuctl get project cvat --platform "$PLATFORM" >/dev/null 2>&1; then
     run nuctl create project cvat --platform "$PLATFORM"
 fi
 run cd "$STAGE"
@@ -172,15 +180,27 @@ run nuctl deploy --project-name cvat --path . --file "$FUNCTION_FILE" --platform
     "${PLATFORM_CONFIG[@]}"
 run nuctl get function --platform "$PLATFORM"
 
+# After the commands, how to call the function by hand. A dry run's output is a script, so
+# there these lines are comments.
+hint() {
+    if [ "$DRY_RUN" -eq 1 ]; then
+        local line
+        while IFS= read -r line; do
+            if [ -n "$line" ]; then echo "# $line"; else echo "#"; fi
+        done
+    else
+        cat
+    fi
+}
 echo
 if [ "$DRY_RUN" -eq 1 ]; then
-    echo "Dry run: nothing was built or deployed; without --dry-run, deploy.sh runs the"
-    echo "commands above. Once ${FUNCTION_NAME} is deployed, call it by hand (body on stdin):"
+    echo "# Dry run: nothing was built or deployed; without --dry-run, deploy.sh runs the"
+    echo "# commands above. Once ${FUNCTION_NAME} is deployed, call it by hand (body on stdin):"
 else
     echo "Deployed ${FUNCTION_NAME}. CVAT lists it under Models; run it from a task's Actions >"
     echo "Automatic annotation. Call it by hand (the JSON body goes on stdin):"
 fi
-cat <<EOF
+hint <<EOF
 
   python3 -c 'import base64, json, sys; print(json.dumps({"image": base64.b64encode(open(sys.argv[1], "rb").read()).decode(), "threshold": 0.5}))' photo.jpg > body.json
   nuctl invoke ${FUNCTION_NAME} --platform ${PLATFORM} --method POST \\

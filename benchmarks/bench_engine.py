@@ -35,7 +35,7 @@ from report import machine, write_section  # benchmarks/report.py (the script's 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defectcam.config import shared_data_path  # noqa: E402
+from defectcam.config import malloc_tuning, shared_data_path  # noqa: E402
 from defectcam.core.advcam import AdvCAMSettings  # noqa: E402
 from defectcam.core.model import INPUT_MULTIPLE, build_classifier  # noqa: E402
 from defectcam.core.predictor import DefectMapPredictor  # noqa: E402
@@ -143,7 +143,7 @@ def run_ours(model, meta, image, iterations, max_tiles, device, fold=True):
     # fp32 and fixed tiles: the peer's arithmetic and tiles (bench_request.py measures the
     # faster defaults against this engine).
     predictor = DefectMapPredictor(model, meta, device, precision="fp32", tiling="fixed",
-                                   working_scale=1.0)
+                                   working_scale=1.0, malloc_tuning=malloc_tuning())
     if not fold:  # the same engine on the model as loaded, to measure what folding gains
         predictor.model = model.to(device, memory_format=torch.channels_last).eval()
         for p in predictor.model.parameters():

@@ -20,7 +20,7 @@ tile), extrapolated to the whole grid, plus the whole frame's map and proposals 
     python benchmarks/bench_request.py --quick          # small images: checks the script
     python benchmarks/bench_request.py --resume         # goes on after an interruption
 
-Writes its section of BENCHMARKS.md and the generated table of README.md's "Speed" section;
+Writes its section of BENCHMARKS.md and the generated table of docs/deploy.md's "Speed" section;
 raw figures in runs/bench_request.json (``--from-json`` rewrites both without measuring).
 """
 
@@ -45,8 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SCRIPT = "bench_request.py"
-#: README.md's generated table is this script's section "speed table" there.
-README_SECTION = "speed table"
+#: docs/deploy.md's generated table is this script's section "speed table" there.
+SUMMARY_SECTION = "speed table"
 LABELS = ("crack", "spalling", "rust")
 ITERATIONS = 2
 SIZE = (1200, 1600)  # (height, width) of the 2 MP photos
@@ -180,11 +180,12 @@ def describe_image(spec: str) -> str:
 # ----------------------------------------------------------------------------- one row
 
 def build(config: Config, weights: Path):
+    from defectcam.config import malloc_tuning
     from defectcam.core.proposer import DefectProposer
 
     return DefectProposer.from_weights(weights, device="cpu", precision=config.precision,
                                        working_scale=config.working_scale or None,
-                                       tiling=config.tiling)
+                                       tiling=config.tiling, malloc_tuning=malloc_tuning())
 
 
 def union_mask(proposals, label: str, shape: tuple[int, int]) -> np.ndarray:
@@ -308,14 +309,15 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=REPO / "weights")
     parser.add_argument("--quick", action="store_true",
                         help="384 x 512 crops and a 2 MP 'large' frame: checks the script "
-                             "(writes nothing unless --out / --readme are given)")
+                             "(writes nothing unless --out / --summary are given)")
     parser.add_argument("--large", choices=("subset", "full", "skip"), default="subset",
                         help="25 MP frame: --large-tiles tiles per defect, extrapolated "
                              "(default); full: the new defaults on the whole frame")
     parser.add_argument("--large-tiles", type=int, default=8)
     parser.add_argument("--note", default="", help="e.g. 'machine otherwise idle'")
     parser.add_argument("--out", type=Path, default=None, help="default: BENCHMARKS.md")
-    parser.add_argument("--readme", type=Path, default=None, help="default: README.md")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="where the summary table goes (default: docs/deploy.md)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "bench_request")
     parser.add_argument("--resume", action="store_true",
                         help="keep the measurements already in --work-dir")
@@ -327,7 +329,7 @@ def main() -> None:
         return
     if not args.quick:
         args.out = args.out or REPO / "BENCHMARKS.md"
-        args.readme = args.readme or REPO / "README.md"
+        args.summary = args.summary or REPO / "docs" / "deploy.md"
     if args.from_json:
         write_sections(json.loads(args.from_json.read_text()), args)
         return
@@ -476,12 +478,12 @@ def write_sections(done: dict, args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
     else:
         print(section)
-    readme = readme_table(done, large if all(large.values()) else None, header)
-    if args.readme:
-        write_section(args.readme, SCRIPT, readme, README_SECTION)
-        print(f"wrote {args.readme}")
+    summary = summary_table(done, large if all(large.values()) else None, header)
+    if args.summary:
+        write_section(args.summary, SCRIPT, summary, SUMMARY_SECTION)
+        print(f"wrote {args.summary}")
     else:
-        print(readme)
+        print(summary)
 
 
 def within(seconds_2mp: float, seconds_25mp: float | None, limit: float) -> str:
@@ -494,7 +496,7 @@ def within(seconds_2mp: float, seconds_25mp: float | None, limit: float) -> str:
     return f"{max(limit - fixed, 0) / slope:.0f} MP" if slope > 0 else "any"
 
 
-def readme_table(done: dict, large: dict | None, header: str) -> str:
+def summary_table(done: dict, large: dict | None, header: str) -> str:
     today, screen = row_figures(done, TODAY), row_figures(done, SCREEN)
     shipped, own = row_figures(done, SHIPPED), row_figures(done, SHIPPED_OWN_T)
     own_t = sorted({t for r in (done[f"shipped-own-t/{i}"] for i in done["images"])

@@ -1,44 +1,10 @@
 """Every ``DEFECTCAM_*`` environment variable, read here and nowhere else, and the one
 weights resolver.
 
-Variable: what it sets (unset)
-
-- DEFECTCAM_WEIGHTS: weights folder or one ``.safetensors`` file (the repository's weights/)
-- DEFECTCAM_DEVICE: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (auto: CUDA when present)
-- DEFECTCAM_PRECISION: ``auto``, ``fp32``, ``bf16``, ``fp16`` (auto: bf16 autocast on a CPU
-  with native bf16 or a bf16-capable GPU, else fp32; fp16 on CUDA only)
-- DEFECTCAM_MAX_PIXELS: largest frame, width x height; 413 above (160,000,000)
-- DEFECTCAM_MAX_ITERATIONS: most AdvCAM steps a request may ask for or get by default (32,
-  the engine's bound); it caps DEFECTCAM_ITERATIONS and each classifier's own value too
-- DEFECTCAM_DEADLINE: seconds one request may take; the service reduces the work to answer
-  in time (``defectcam.deadline``); unset, empty or ``off``: no deadline
-
-Request defaults, for requests that leave the key out (CVAT sends only ``image`` and sometimes
-``threshold``, so these are how an operator controls what CVAT's calls get):
-
-- DEFECTCAM_CONFIDENCE_THRESHOLD: ``min_confidence`` (CVAT's ``threshold``) (0.5)
-- DEFECTCAM_ITERATIONS: AdvCAM steps (each classifier's own, capped by the maximum above)
-- DEFECTCAM_LABELS: comma-separated labels to propose (every label of the weights)
-- DEFECTCAM_OUTPUT: ``polygon`` or ``mask`` (polygon)
-- DEFECTCAM_CAM_THRESHOLD: binarisation of the normalised map, in (0, 1) (each classifier's)
-- DEFECTCAM_SCREEN: ``true`` / ``false``: climb only on tiles called defective (each
-  classifier's ``screen_threshold``; 0 there: no screening)
-
-Other settings:
-
-- DEFECTCAM_LOG_DB: interaction log (SQLite); empty or ``off``: no log (:func:`log_path`)
-- DEFECTCAM_LOG_SYNC: SQLite ``synchronous`` of the log, NORMAL or FULL (NORMAL)
-- DEFECTCAM_MAX_BODY_BYTES: ``defectcam serve``'s body limit (the yaml's maxRequestBodySize)
-- DEFECTCAM_MALLOC_TUNING: ``0`` keeps glibc's malloc thresholds on CPU (tuned)
-- DEFECTCAM_SHARED_DATA: the real data sets for training, evaluation, tests (../shared/data)
-
-The function yaml files set the request limits and defaults (:data:`REQUEST_ENV`);
-``defectcam serve`` takes them from there where the environment does not set them, so that
-it answers as the deployed function does. Every face (Nuclio, ``defectcam serve``, the
-cvat-sdk function, ``defectcam propose``) builds its :class:`Settings` with
-:meth:`Settings.from_env`.
-
-This module imports nothing heavy: the console script reads it before any model loads.
+:class:`Settings` is what an operator sets for a worker; every face builds it with
+:meth:`Settings.from_env` and hands the core what it needs as arguments. What each variable
+sets and its value when unset: docs/deploy.md, "Environment variables". This module imports
+nothing heavy: the console script reads it before any model loads.
 """
 
 from __future__ import annotations
@@ -137,8 +103,15 @@ def _raw(environ: Mapping[str, str], name: str) -> str:
 
 def resolve_weights(explicit: str | Path | None = None,
                     environ: Mapping[str, str] | None = None) -> Path:
-    """The weights to load: ``explicit``, else ``$DEFECTCAM_WEIGHTS``, else ``weights/`` of the
-    repository."""
+    """The weights to load.
+
+    Args:
+        explicit: a path given on a command line or as a parameter (``None`` or blank: none).
+        environ: the environment (default ``os.environ``).
+
+    Returns:
+        ``explicit``, else ``$DEFECTCAM_WEIGHTS``, else ``weights/`` of the repository.
+    """
     if explicit is not None and str(explicit).strip():
         return Path(explicit).expanduser()
     value = _raw(_environ(environ), WEIGHTS_ENV)
@@ -257,6 +230,7 @@ class Settings:
     screen: bool | None = None
     deadline: float | None = None
     log_db: Path | None = LOCAL_LOG_PATH
+    malloc_tuning: bool = True
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -266,9 +240,19 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
                  origins: Mapping[str, str] | None = None) -> Settings:
-        """The settings of ``environ`` (default ``os.environ``); a bad value raises
-        :class:`ConfigError` naming the variable. ``origins`` labels variables that came
-        from elsewhere than the environment (``defectcam serve``: the function's yaml)."""
+        """The settings an environment sets.
+
+        Args:
+            environ: the variables (default ``os.environ``).
+            origins: variable -> where it came from, for variables that did not come from
+                the environment (``defectcam serve``: the function's yaml).
+
+        Returns:
+            The settings, each with its origin in ``origins``.
+
+        Raises:
+            ConfigError: a variable's value is invalid; the message names it.
+        """
         env = _environ(environ)
         device = _raw(env, DEVICE_ENV) or None
         precision = _raw(env, PRECISION_ENV) or "auto"
@@ -290,6 +274,7 @@ class Settings:
             **_option_defaults(env),
             deadline=_deadline(env),
             log_db=log_path(env),
+            malloc_tuning=malloc_tuning(env),
             origins=where,
         )
 

@@ -1,29 +1,17 @@
 """defectcam as a cvat-sdk native auto-annotation function (no Nuclio, no Docker).
 
-    cvat-cli task auto-annotate TASK_ID --function-module defectcam.cvat_function \\
-        -p weights=str:weights/ -p iterations=int:2 [--conf-threshold 0.5] [--conv-mask-to-poly]
+    cvat-cli task auto-annotate TASK_ID --function-module defectcam.cvat_function \
+        -p weights=str:weights/ [--conf-threshold 0.5] [--conv-mask-to-poly]
 
-cvat-cli (``FunctionLoader.load``) imports this module and, because it defines ``create``,
-always calls ``create(**parameters)`` with the ``-p NAME=TYPE:VALUE`` values (none: ``create()``).
-The module-level ``spec`` and ``detect`` make the module itself a function too, for
-``cvat_sdk.auto_annotation.annotate_task(client, task_id, defectcam.cvat_function)``.
-
-One code path with the Nuclio function: the parameters become the request contract's
-``ProposeOptions`` (``from_cvat_sdk``; the driver's ``conf_threshold`` is the Nuclio
-``threshold``, its default 0.5 when the driver sends none, and ``conv_mask_to_poly`` the
-``output``), and every frame goes through the same ``ProposalService`` as a Nuclio request,
-interaction log included (the frame's name is logged as its file name). Only the output
-wrapping differs (cvat-sdk request objects here, JSON dicts there).
-
-Spec label type is ``mask``, not the Nuclio spec's ``polygon``: cvat-sdk's driver rejects a
-mask shape for a label declared ``polygon``, and maps a ``mask`` label to ``polygon`` when
-``--conv-mask-to-poly`` is given (as cvat-sdk's own torchvision instance-segmentation function
-declares). Ids and names are the Nuclio spec's (``defectcam.core.labels``).
+cvat-cli imports this module and calls :func:`create` with the ``-p`` parameters; the
+module-level ``spec`` and :func:`detect` make the module itself a function too. Every frame
+goes through the same ``ProposalService`` as a Nuclio request, interaction log included.
 """
 
 # No `from __future__ import annotations`: `cvat-cli --function-file` executes this file as a
 # module that is not in sys.modules, where @dataclass cannot resolve string annotations.
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,16 +32,22 @@ from defectcam.core.cvat import encode_sdk_mask, flat_points
 from defectcam.core.device import resolve_device
 from defectcam.core.image_io import pil_to_rgb
 from defectcam.core.labels import DEFECT_LABELS, LABEL_NAMES
-from defectcam.core.options import OptionError, ProposeOptions
+from defectcam.core.options import Limits, OptionError, ProposeOptions, Spelling, split_labels
 from defectcam.core.postprocess import Proposal
 from defectcam.core.weights import WeightsError, find_weights
 from defectcam.service import ProposalService, check_spec_labels
 
-#: The label type the spec declares (see the module docstring).
+#: The label type the spec declares: ``mask``, not the Nuclio spec's ``polygon``, because
+#: cvat-sdk's driver rejects a mask shape for a label declared ``polygon`` and maps a ``mask``
+#: label to ``polygon`` under ``--conv-mask-to-poly`` (as cvat-sdk's own torchvision
+#: instance-segmentation function declares). Ids and names are the Nuclio spec's.
 SPEC_LABEL_TYPE = "mask"
 #: ``-p`` parameters that set where and how the model runs (the rest are request options).
 SETUP_PARAMETERS = ("weights", "device", "precision")
 OPTION_PARAMETERS = ("iterations", "cam_threshold", "labels", "screen")
+#: cvat-sdk's names: ``-p NAME=TYPE:VALUE`` parameters are the options' own names; the
+#: driver's ``conf_threshold`` is ``min_confidence``.
+CVAT_SDK = Spelling({"min_confidence": "conf_threshold"}, "parameter '{}'")
 PARAMETERS = SETUP_PARAMETERS + OPTION_PARAMETERS
 #: cvat-cli's TYPE per parameter, and an example value, for messages.
 _SYNTAX = {"weights": ("str", "DIR"), "device": ("str", "cuda"), "precision": ("str", "bf16"),
@@ -102,10 +96,50 @@ def parse_settings(**parameters) -> FunctionSettings:
                  "precision": precision}
         settings = Settings.from_env().override(
             "-p", **{k: v for k, v in given.items() if parameters.get(k) is not None})
-        options = ProposeOptions.from_cvat_sdk(parameters, settings.limits())
+        options = options_from_parameters(parameters, settings.limits())
     except (OptionError, ValueError) as exc:
         raise FunctionParameterError(str(exc)) from exc
     return FunctionSettings(settings, options)
+
+
+def options_from_parameters(parameters: dict, limits: Limits | None = None) -> ProposeOptions:
+    """The request options among cvat-cli's ``-p`` parameters.
+
+    Args:
+        parameters: ``-p NAME=TYPE:VALUE`` values by name (``labels`` comma-separated);
+            the set-up parameters (weights, device, precision) are left alone.
+        limits: the worker's caps and defaults.
+
+    Returns:
+        The options every frame starts from (see :func:`options_for_frame`).
+
+    Raises:
+        OptionError: a value is wrong, named as ``parameter '...'``.
+    """
+    values = {option: parameters.get(option) for option in ("iterations", "cam_threshold",
+                                                            "screen")}
+    values["labels"] = split_labels(parameters.get("labels"))
+    return ProposeOptions.build(values, CVAT_SDK, limits)
+
+
+def options_for_frame(options: ProposeOptions, conf_threshold: float | None,
+                      conv_mask_to_poly: bool, frame_name: str | None,
+                      limits: Limits | None = None) -> ProposeOptions:
+    """``options`` for one frame of cvat-sdk's driver or agent.
+
+    Args:
+        options: from :func:`options_from_parameters`.
+        conf_threshold: the driver's ``conf_threshold`` (``None``: the default).
+        conv_mask_to_poly: polygons (True) or masks.
+        frame_name: the frame's name, for the interaction log (or ``None``).
+        limits: the worker's caps and defaults.
+
+    Returns:
+        The validated options of this frame.
+    """
+    values = {**dataclasses.asdict(options), "min_confidence": conf_threshold,
+              "output": "polygon" if conv_mask_to_poly else "mask", "name": frame_name}
+    return ProposeOptions.build(values, CVAT_SDK, limits or Limits())
 
 
 def _check_type(name: str, value) -> None:
@@ -177,8 +211,8 @@ class DefectDetectionFunction:
     ) -> list[models.LabeledShapeRequest]:
         rgb = pil_to_rgb(image)
         service = self.service
-        options = self.settings.options.for_cvat_frame(
-            context.conf_threshold, bool(context.conv_mask_to_poly),
+        options = options_for_frame(
+            self.settings.options, context.conf_threshold, bool(context.conv_mask_to_poly),
             getattr(context, "frame_name", None), service.limits)
         answer = service.propose(rgb, options, face="cvat-sdk")
         height, width = rgb.shape[:2]

@@ -1,16 +1,9 @@
 """The Nuclio face's transport: a request body in, a status and a JSON payload out.
 
-``main.py`` and ``model_handler.py`` (CVAT's function layout, at the repository root) wire
-these to the service; ``defectcam serve`` runs that same ``main.handler``. The request keys,
-their bounds and defaults are the request contract's (``defectcam.core.options``): CVAT sends
-``image`` and sometimes ``threshold``; other clients may add the other options and ``name``;
-unknown keys are ignored.
-
-Answers: 200 with a JSON list of CVAT shapes; 400 (bad request) or 413 (image over the pixel
-limit) with ``{"error": ..., "key": ...}`` naming the problem, logged as one warning line with
-the frame's size (CVAT keeps only the status line of an error, so the function's log is where
-an operator finds the reason); 503 (out of memory) or 500 (a bug) with a short message, the
-traceback only in the log.
+``main.py`` and ``model_handler.py`` (CVAT's function layout) wire these to the service;
+``defectcam serve`` runs that same ``main.handler``. The body's keys are the request
+contract's options in the body's spelling (:data:`BODY`); unknown keys are ignored. Status
+codes: :func:`error_answer`.
 """
 
 from __future__ import annotations
@@ -23,9 +16,19 @@ from typing import Any
 from PIL import Image
 
 from defectcam.core.image_io import ImageInputError, decode_base64
-from defectcam.core.options import Limits, OptionError, ProposeOptions, json_type
+from defectcam.core.options import (
+    OPTION_NAMES,
+    Limits,
+    OptionError,
+    ProposeOptions,
+    Spelling,
+    json_type,
+)
 
 OUT_OF_MEMORY = "out of memory; try a smaller image"
+#: The body's keys: the options' own names, but CVAT sends ``min_confidence`` as
+#: ``threshold``; messages quote the key (``'threshold'``).
+BODY = Spelling({"min_confidence": "threshold"}, "'{}'")
 
 
 def read_body(body: Any) -> dict:
@@ -57,13 +60,42 @@ def read_request(body: Any, limits: Limits | None = None) -> tuple[str, ProposeO
         raise OptionError("missing 'image': expected the base64 of an image file", "image")
     if not isinstance(image, str):
         raise OptionError(f"'image' must be a base64 string, got {json_type(image)}", "image")
-    return image, ProposeOptions.from_body(data, limits)
+    return image, options_from_body(data, limits)
+
+
+def options_from_body(body: dict, limits: Limits | None = None) -> ProposeOptions:
+    """The request options of a Nuclio / HTTP JSON body.
+
+    Args:
+        body: the parsed body; keys that are no option (``image`` included) are left alone.
+        limits: the worker's caps and defaults.
+
+    Returns:
+        The validated options.
+
+    Raises:
+        OptionError: a value is wrong; ``key`` is the body's key (``threshold``, ...).
+    """
+    values = {option: body.get(BODY.key(option)) for option in OPTION_NAMES}
+    return ProposeOptions.build(values, BODY, limits)
 
 
 def error_answer(exc: Exception, logger: Any, body: Any = None) -> tuple[int, dict]:
-    """(status, payload) for an exception raised while answering, logged through ``logger``
-    (a Nuclio logger): client errors as one warning line with the frame's size (``body``: the
-    request, read again only to find the frame's size), anything else with its traceback."""
+    """(status, payload) for an exception raised while answering, logged through ``logger``.
+
+    400 (bad request) or 413 (image over the pixel limit) with ``{"error": ..., "key": ...}``,
+    logged as one warning line with the frame's size: CVAT keeps only the status line of an
+    error, so the function's log is where an operator finds the reason. 503 (out of memory)
+    or 500 (a bug) with a short message, the traceback only in the log.
+
+    Args:
+        exc: what was raised.
+        logger: a Nuclio logger.
+        body: the request, read again only to find the frame's size.
+
+    Returns:
+        The status code and the JSON payload.
+    """
     if isinstance(exc, (OptionError, ImageInputError)):
         key = "image" if isinstance(exc, ImageInputError) else exc.key
         size, image_bytes = frame_size(body, getattr(exc, "size", None))

@@ -1,24 +1,9 @@
 """``defectcam serve``: host the Nuclio function's ``main.handler`` over plain HTTP.
 
-For development and integration tests without Docker or Nuclio. It does what Nuclio's HTTP
-trigger and Python wrapper do: the request becomes a real ``nuclio_sdk.Event`` (a JSON body
-arrives as a dict when the content type is ``application/json`` and it parses, as bytes
-otherwise), the handler runs with a real ``nuclio_sdk.Context`` whose ``init_context`` ran
-once, and its return value becomes status, content type and body through
-``nuclio_sdk.Response.from_entrypoint_output``, the wrapper's own conversion.
-
-The function's settings: like Nuclio, ``main`` is imported as a module from the function
-folder (``--function-dir``); the request limits (:data:`defectcam.config.REQUEST_ENV`), the body
-limit (``maxRequestBodySize``) and the worker timeout
-(``workerAvailabilityTimeoutMilliseconds``) come from the function's yaml (``--function-yaml``,
-default ``function.yaml`` there) wherever the environment or an option does not set them, so
-that serve answers as the deployed function does. It prints what it uses at start.
-
-Concurrency mirrors Nuclio workers: ``--workers N`` runs ``init_context`` N times (N contexts,
-N models), each serving one request at a time. A request waits at most ``--worker-timeout``
-seconds for a free worker, then gets 503; connections beyond ``--max-pending`` are refused
-with 503 at once, so threads and memory stay bounded. Bodies over the body limit get 413.
-Unlike Nuclio, a handler that runs past the function's ``eventTimeout`` is not killed.
+For development and tests without Docker or Nuclio, doing what Nuclio's HTTP trigger and
+Python wrapper do: real ``nuclio_sdk`` events and contexts, ``init_context`` once per worker,
+answers through ``nuclio_sdk.Response.from_entrypoint_output``. Settings come from the
+function's yaml where the environment sets none; docs/deploy.md, "Without Docker".
 """
 
 from __future__ import annotations

@@ -108,7 +108,8 @@ class ProposalService:
         """Load the weights ``settings`` name; the log is ``settings.log_db`` (None: off)."""
         proposer = DefectProposer.from_weights(settings.weights, device=settings.device,
                                                tile_batch=tile_batch,
-                                               precision=settings.precision)
+                                               precision=settings.precision,
+                                               malloc_tuning=settings.malloc_tuning)
         log = ProposalLog(settings.log_db, logger) if settings.log_db is not None else None
         return cls(proposer, settings, log, logger)
 

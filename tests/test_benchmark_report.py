@@ -24,7 +24,7 @@ def test_a_section_is_added_then_replaced_in_place(tmp_path: Path) -> None:
 
 
 def test_the_markers_the_repository_files_hold_are_found() -> None:
-    """BENCHMARKS.md and README.md hold these marker lines: a rerun of the script must find
+    """BENCHMARKS.md and docs/deploy.md hold these marker lines: a rerun of the script must find
     them (and replace its old section) rather than append a second one."""
     repo = Path(__file__).resolve().parents[1]
     benchmarks = (repo / "BENCHMARKS.md").read_text()
@@ -33,8 +33,8 @@ def test_the_markers_the_repository_files_hold_are_found() -> None:
         begin, end = report.section_marks(script)
         assert begin in benchmarks and end in benchmarks, script
     begin, end = report.section_marks("bench_request.py", "speed table")
-    readme = (repo / "README.md").read_text()
-    assert begin in readme and end in readme
+    deploy_doc = (repo / "docs" / "deploy.md").read_text()
+    assert begin in deploy_doc and end in deploy_doc
 
 
 def test_a_named_section_of_a_readme(tmp_path: Path) -> None:

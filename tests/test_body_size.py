@@ -1,5 +1,6 @@
-"""README "Body size": the worst-case request body per PNG pixel format, and the table built
-from it, agree with real PNG encoders and with the yaml files' maxRequestBodySize."""
+"""docs/deploy.md, "Body size": the worst-case request body per PNG pixel format, and the
+table built from it, agree with real PNG encoders and with the yaml files'
+maxRequestBodySize."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+DEPLOY_DOC = REPO / "docs" / "deploy.md"
 #: Worst case (noise, which PNG cannot compress): body bytes per pixel and byte per pixel.
 BODY_FACTOR = 1.34
-FORMATS = {  # README row -> (bytes per pixel, channels, dtype)
+FORMATS = {  # docs/deploy.md row -> (bytes per pixel, channels, dtype)
     "8-bit grey": (1, 1, np.uint8),
     "8-bit RGB": (3, 3, np.uint8),
     "8-bit RGBA, 16-bit grey + alpha": (4, 4, np.uint8),
@@ -56,9 +58,9 @@ def test_worst_case_body_per_pixel(name: str) -> None:
         assert 4 / 3 <= ratio <= BODY_FACTOR, (name, ratio)
 
 
-def _readme_table() -> dict[str, list[str]]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Body size", 1)[1].split("\n### ", 1)[0]
+def _deploy_doc_table() -> dict[str, list[str]]:
+    text = DEPLOY_DOC.read_text()
+    section = text.split("\n## Body size", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -67,13 +69,13 @@ def _readme_table() -> dict[str, list[str]]:
     return rows
 
 
-def test_readme_table_follows_the_formula_and_the_limit() -> None:
+def test_body_size_table_follows_the_formula_and_the_limit() -> None:
     limits = {yaml.safe_load((REPO / f).read_text())["spec"]["triggers"]["myHttpTrigger"]
               ["attributes"]["maxRequestBodySize"]
               for f in ("function.yaml", "function-gpu.yaml", "function-kube.yaml")}
-    assert limits == {128 * 2**20}  # the README's "128 MiB (134.2 MB)"
+    assert limits == {128 * 2**20}  # docs/deploy.md's "128 MiB (134.2 MB)"
     limit = limits.pop()
-    rows = _readme_table()
+    rows = _deploy_doc_table()
     assert set(rows) == set(FORMATS)
     for name, (bpp, _, _) in FORMATS.items():
         cells = rows[name]
@@ -87,8 +89,8 @@ def test_readme_table_follows_the_formula_and_the_limit() -> None:
         assert BODY_FACTOR * (largest + 0.1) * 1e6 * bpp > limit
 
 
-def test_readme_says_which_formats_fit_at_the_pixel_limit_and_at_45_mp() -> None:
-    """README: at the yaml pixel limit (the decompression-bomb guard) no PNG format is sure
+def test_deploy_doc_says_which_formats_fit_at_the_pixel_limit_and_at_45_mp() -> None:
+    """docs/deploy.md: at the yaml pixel limit (the decompression-bomb guard) no PNG format is sure
     to fit the body limit; at 45 MP (drone frames) only 8-bit grey is."""
     pixels = int(next(e["value"] for e in yaml.safe_load(
         (REPO / "function.yaml").read_text())["spec"]["env"]
@@ -99,6 +101,6 @@ def test_readme_says_which_formats_fit_at_the_pixel_limit_and_at_45_mp() -> None
                 if BODY_FACTOR * frame_pixels * bpp <= 128 * 2**20}
 
     assert fitting(pixels) == set() and fitting(8192 * 5460) == {"8-bit grey"}
-    text = (REPO / "README.md").read_text()
+    text = DEPLOY_DOC.read_text()
     assert re.search(rf"pixel limit \({pixels // 10**6} MP\) no PNG format is\s+sure to fit", text)
     assert re.search(r"45 MP frame is sure to\s+fit as 8-bit\s+grey only", text)

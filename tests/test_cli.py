@@ -107,3 +107,64 @@ def test_propose_says_what_it_filtered_and_speaks_of_files(tmp_path, capsys, unt
                                r"out\)", line).groups()
     assert int(kept) > 0 and int(left_out) > 0  # the rust classifier's (confidence ~0.29)
     assert (tmp_path / "out" / "crack_photo.cvat.json").is_file()
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_answers_without_loading_torch(command: str | None) -> None:
+    """``defectcam --help`` builds every command's parser, ``defectcam CMD --help`` one: none
+    may import torch (seconds of start-up for a help text)."""
+    args = ["--help"] if command is None else [command, "--help"]
+    script = ("import sys\nfrom defectcam.cli import main\n"
+              f"try:\n    main({args!r})\nexcept SystemExit as exit:\n    code = exit.code\n"
+              "print('torch loaded:', 'torch' in sys.modules, 'exit:', code, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert "usage: defectcam" in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == "torch loaded: False exit: 0"
+
+
+def test_propose_takes_folders(tmp_path, capsys, untrained_weights, crack_photo) -> None:
+    """A folder stands for the image files inside it (by suffix, in name order); other files
+    in it are not photos and are passed over, not reported as unreadable."""
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(crack_photo, folder / "b.png")
+    shutil.copy(crack_photo, folder / "a.PNG")
+    (folder / "SOURCES.md").write_text("where the photos come from")
+    (folder / "nested").mkdir()
+    shutil.copy(crack_photo, folder / "nested" / "c.png")
+    code = main(["propose", str(folder), "--out", str(tmp_path / "out"),
+                 "--weights", str(untrained_weights), "--device", "cpu", "--no-progress",
+                 "--log", "off", "--labels", "crack"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    done = [line.split(":")[0] for line in out.splitlines() if " proposals " in line]
+    assert done == ["a.PNG", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.cvat.json")) == [
+        "a.cvat.json", "b.cvat.json"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_propose_names_a_missing_or_empty_folder(tmp_path, capsys, kind: str) -> None:
+    folder = tmp_path / "photos"
+    if kind == "empty":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no photo")
+    code = main(["propose", str(folder), "--out", str(tmp_path / "out"),
+                 "--weights", str(tmp_path / "no-weights")])
+    err = capsys.readouterr().err
+    assert code == 2
+    expected = (f"no such image file or folder: {folder}" if kind == "missing"
+                else f"{folder} holds no image file (.jpg, ")
+    assert err.startswith(f"defectcam propose: error: {expected}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_propose_help_names_where_the_weights_defaults_come_from() -> None:
+    """No hand-copied default: the weights' own values are named by where they live."""
+    propose = " ".join(_help("propose").split())
+    assert "else the weights' value: 'iterations' in weights/<defect>.json" in propose
+    assert "else the weights' value: 'cam_threshold' in weights/<defect>.json" in propose
+    assert "or folders (every image file inside" in propose

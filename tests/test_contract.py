@@ -27,12 +27,15 @@ from cvat_sdk.masks import decode_mask
 
 import defectcam.cvat_function as cf
 from defectcam.cli import main as cli
+from defectcam.commands.propose import CLI
 from defectcam.config import Settings
 from defectcam.core.cvat import decode_cvat_mask
 from defectcam.core.labels import DEFECT_LABELS
-from defectcam.core.options import BODY, CLI, CVAT_SDK, OptionError, ProposeOptions
+from defectcam.core.options import OptionError, ProposeOptions
 from defectcam.core.proposer import DefectProposer
+from defectcam.cvat_function import CVAT_SDK
 from defectcam.feedback import read_log
+from defectcam.nuclio import BODY
 from defectcam.service import ProposalService
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

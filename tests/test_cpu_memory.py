@@ -13,8 +13,9 @@ PROBE = """
 import json, resource, torch
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.model import build_classifier
+from defectcam.config import malloc_tuning
 from defectcam.core.cpu_memory import keep_large_allocations_in_heap
-applied = keep_large_allocations_in_heap()
+applied = keep_large_allocations_in_heap(malloc_tuning())
 torch.set_num_threads(1)
 model = build_classifier(seed=0).eval().requires_grad_(False)
 x = torch.randn(2, 3, 256, 256)

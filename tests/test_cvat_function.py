@@ -143,7 +143,7 @@ def test_cli_parameters_reach_create(weights) -> None:
     assert function.settings.options == ProposeOptions(
         iterations=2, cam_threshold=0.2, labels=("crack", "rust"), screen=True)
     assert [(s.id, s.name) for s in function.spec.labels] == [(1, "crack"), (3, "rust")]
-    frame = function.settings.options.for_cvat_frame(0.3, False, "frame_1.jpg")
+    frame = cf.options_for_frame(function.settings.options, 0.3, False, "frame_1.jpg")
     assert (frame.min_confidence, frame.output, frame.name) == (0.3, "mask", "frame_1.jpg")
     assert frame.propose_kwargs() == {
         "labels": ["crack", "rust"], "iterations": 2, "cam_threshold": 0.2, "screen": True}
@@ -293,7 +293,7 @@ def proposals(function, photo):
     """The real proposer's own proposals for the photo (for their confidences)."""
     with PIL.Image.open(photo) as image:
         rgb = cf.pil_to_rgb(image)
-    options = function.settings.options.for_cvat_frame(0.0, False, None)
+    options = cf.options_for_frame(function.settings.options, 0.0, False, None)
     return function.service.proposer.propose_detailed(rgb, **options.propose_kwargs()).proposals
 
 

@@ -1,5 +1,5 @@
 """The ``torchrun`` DistributedDataParallel training path, run for real: two CPU processes
-(gloo) on 127.0.0.1, started by torch.distributed.run as the README's command starts them."""
+(gloo) on 127.0.0.1, started by torch.distributed.run as docs/training.md's command starts them."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def _clicked_photos(folder: Path) -> Path:
 
 
 def test_defectcam_train_under_torchrun(tmp_path: Path) -> None:
-    """The README's command, ``torchrun --nproc_per_node N -m defectcam.cli train ...``:
+    """docs/training.md's command, ``torchrun --nproc_per_node N -m defectcam.cli train ...``:
     only rank 0 writes (and calibrates) the weights and prints the summary."""
     clicks = _clicked_photos(tmp_path)
     out = tmp_path / "weights"

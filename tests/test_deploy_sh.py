@@ -152,7 +152,11 @@ def test_dry_run_runs_nothing(tmp_path: Path) -> None:
     result = _run(root, env, "--gpu", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "calls.log").exists()
-    assert "+ nuctl deploy --project-name cvat --path . --file function-gpu.yaml" in result.stdout
+    assert not list(tmp_path.glob("defectcam-nuclio.*"))  # no staging folder ($TMPDIR)
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("nuctl deploy --project-name cvat --path . --file "
+                               "function-gpu.yaml") for line in lines)
+    assert not any(line.startswith("+") for line in lines)  # a script, not a trace
 
 
 @pytest.mark.parametrize(("mode", "yaml_file"), [("--cpu", "function.yaml"),
@@ -166,27 +170,29 @@ def test_dry_run_without_docker_and_nuctl(tmp_path: Path, mode: str, yaml_file: 
     assert "docker is not on PATH" in result.stderr and "nuctl is not on PATH" in result.stderr
     out = result.stdout
     assert "Deployed" not in out
-    assert "Dry run: nothing was built or deployed" in out
-    steps = [line for line in out.splitlines() if line.startswith("+ ")]
-    stage = next(i for i, s in enumerate(steps) if s.startswith('+ STAGE="$(mktemp -d'))
-    copy = next(i for i, s in enumerate(steps) if s.startswith("+ cp "))
-    cd = steps.index("+ cd $STAGE")
-    deploy = next(i for i, s in enumerate(steps) if s.startswith("+ nuctl deploy "))
+    assert "# Dry run: nothing was built or deployed" in out
+    assert not list(tmp_path.glob("defectcam-nuclio.*"))
+    steps = [line for line in out.splitlines() if line and not line.startswith("#")]
+    stage = next(i for i, s in enumerate(steps) if s.startswith('STAGE="$(mktemp -d'))
+    copy = next(i for i, s in enumerate(steps) if s.startswith("cp "))
+    cd = steps.index("cd $STAGE")
+    deploy = next(i for i, s in enumerate(steps) if s.startswith("nuctl deploy "))
     assert stage < copy < cd < deploy
     assert steps[copy].endswith(f"{root}/{yaml_file} $STAGE/")
     assert f"--timeout {_event_timeout(yaml_file)} < body.json" in out
 
 
 def test_dry_run_transcript_replays(tmp_path: Path) -> None:
-    """The printed commands, pasted into bash, deploy from a folder holding only the
-    function files, with the network setting intact (quoting survives)."""
+    """The dry run's whole output, pasted into bash as it is, deploys from a folder holding
+    only the function files, with the network setting intact (quoting survives), and
+    creates the project only where it is missing."""
     log = tmp_path / "deploy-args.txt"
     nuctl = (f'if [ "$1" = deploy ]; then printf "%s\\n" "$@" > "{log}"; '
              f'printf "%s\\n" * > "{tmp_path}/staged.txt"; fi')
     root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": nuctl})
     result = _run(root, env, "--gpu", "--dry-run")
     assert result.returncode == 0, result.stderr
-    script = "\n".join(line[2:] for line in result.stdout.splitlines() if line.startswith("+ "))
+    script = result.stdout
     replay = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, env=env,
                             cwd=root, timeout=60)
     assert replay.returncode == 0, replay.stderr
@@ -195,6 +201,9 @@ def test_dry_run_transcript_replays(tmp_path: Path) -> None:
     assert log.read_text().splitlines() == [
         "deploy", "--project-name", "cvat", "--path", ".", "--file", "function-gpu.yaml",
         "--platform", "local", "--platform-config", '{"attributes":{"network":"cvat_cvat"}}']
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert "nuctl get project cvat --platform local" in calls
+    assert "nuctl create project cvat --platform local" not in calls  # the stub finds it
 
 
 def _seconds(duration: str) -> float:
@@ -217,16 +226,16 @@ def _request_seconds(frame: str) -> float:
     raise AssertionError(f"no shipped-defaults {frame} row in BENCHMARKS.md's request section")
 
 
-def test_readme_invoke_timeouts_agree_with_the_yaml_and_the_benchmarks() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_deploy_doc_invoke_timeouts_agree_with_the_yaml_and_the_benchmarks() -> None:
+    deploy_doc = (REPO / "docs" / "deploy.md").read_text()
     for kind, yaml_file in (("gpu", "function-gpu.yaml"), ("cpu", "function.yaml")):
         match = re.search(rf"nuctl invoke defectcam-{kind} .*--timeout (\S+) < body\.json",
-                          readme)
+                          deploy_doc)
         assert match, kind
         assert match.group(1) == _event_timeout(yaml_file)  # what deploy.sh prints too
     # The CPU function's eventTimeout covers the measured worst case (25 MP, T = 2, three
-    # defects, shipped defaults) on 2 cores, and the README quotes the measured figures.
+    # defects, shipped defaults) on 2 cores, and docs/deploy.md quotes the measured figures.
     photo, frame = _request_seconds("2mp"), _request_seconds("25mp")
     assert frame <= _seconds(_event_timeout("function.yaml"))
-    assert f"a 2 MP photo takes about {photo:.0f} s" in readme
-    assert f"a 25 MP frame about {frame / 60:.0f} min" in readme
+    assert f"a 2 MP photo takes about {photo:.0f} s" in deploy_doc
+    assert f"a 25 MP frame about {frame / 60:.0f} min" in deploy_doc

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from defectcam.commands.propose import CLI, options_from_args
 from defectcam.config import (
     CAM_THRESHOLD_ENV,
     CONFIDENCE_THRESHOLD_ENV,
@@ -34,9 +35,6 @@ from defectcam.config import (
 )
 from defectcam.core.image_io import DEFAULT_MAX_PIXELS
 from defectcam.core.options import (
-    BODY,
-    CLI,
-    CVAT_SDK,
     DEFAULT_MIN_CONFIDENCE,
     INTERNAL,
     MAX_ITERATIONS,
@@ -45,7 +43,8 @@ from defectcam.core.options import (
     ProposeOptions,
     check_limits,
 )
-from defectcam.nuclio import read_body, read_request
+from defectcam.cvat_function import CVAT_SDK, options_for_frame, options_from_parameters
+from defectcam.nuclio import BODY, options_from_body, read_body, read_request
 
 #: (option, value, the message's text after the key) -- each face's key goes in front.
 INVALID = [
@@ -87,32 +86,32 @@ def test_face_spellings_of_the_confidence_threshold() -> None:
     assert BODY.show("min_confidence") == "'threshold'"
     assert CVAT_SDK.show("min_confidence") == "parameter 'conf_threshold'"
     assert CLI.show("min_confidence") == "--min-confidence"
-    assert ProposeOptions.from_body({"threshold": 0.25}).min_confidence == 0.25
-    assert ProposeOptions.from_body({"min_confidence": 0.25}).min_confidence == 0.5  # not a key
+    assert options_from_body({"threshold": 0.25}).min_confidence == 0.25
+    assert options_from_body({"min_confidence": 0.25}).min_confidence == 0.5  # not a key
 
 
 def test_unknown_labels_are_named_with_what_the_function_knows() -> None:
     limits = Limits(labels=("crack", "rust"))
     with pytest.raises(OptionError) as info:
-        ProposeOptions.from_body({"labels": ["crack", "pothole", "spalling"]}, limits)
+        options_from_body({"labels": ["crack", "pothole", "spalling"]}, limits)
     assert info.value.message == ("unknown label(s) ['pothole', 'spalling'] in 'labels'; this "
                                   "function knows ['crack', 'rust']")
 
 
 def test_values_are_normalised() -> None:
-    options = ProposeOptions.from_body({"iterations": 2.0, "labels": ["rust", "crack", "rust"],
+    options = options_from_body({"iterations": 2.0, "labels": ["rust", "crack", "rust"],
                                         "threshold": 1, "cam_threshold": 0.3})
     assert options.iterations == 2 and isinstance(options.iterations, int)
     assert options.labels == ("rust", "crack") and options.min_confidence == 1.0
-    assert ProposeOptions.from_cvat_sdk({"labels": " crack, rust ,"}).labels == ("crack", "rust")
+    assert options_from_parameters({"labels": " crack, rust ,"}).labels == ("crack", "rust")
 
 
 def test_one_default_everywhere() -> None:
     """No threshold sent, no --min-confidence, no conf_threshold: the function's 0.5."""
     cli = argparse.Namespace(min_confidence=None, iterations=None, cam_threshold=None,
                              labels=None, output="polygon", screen=None)
-    defaults = [ProposeOptions(), ProposeOptions.from_body({}), ProposeOptions.from_cli(cli),
-                ProposeOptions.from_cvat_sdk({}).for_cvat_frame(None, True, None)]
+    defaults = [ProposeOptions(), options_from_body({}), options_from_args(cli),
+                options_for_frame(options_from_parameters({}), None, True, None)]
     assert {o.min_confidence for o in defaults} == {DEFAULT_MIN_CONFIDENCE} == {0.5}
     # None: each classifier's own (iterations, cam_threshold, screen_threshold).
     assert {(o.iterations, o.cam_threshold, o.labels, o.screen) for o in defaults} == {
@@ -122,11 +121,11 @@ def test_one_default_everywhere() -> None:
 def test_operator_presets_and_caps() -> None:
     settings = Settings.from_env({CONFIDENCE_THRESHOLD_ENV: "0.3", MAX_ITERATIONS_ENV: "2"})
     limits = settings.limits()
-    assert ProposeOptions.from_body({}, limits).min_confidence == 0.3
-    assert ProposeOptions.from_body({"threshold": 0.0}, limits).min_confidence == 0.0
-    assert ProposeOptions.from_body({"iterations": 2}, limits).iterations == 2
+    assert options_from_body({}, limits).min_confidence == 0.3
+    assert options_from_body({"threshold": 0.0}, limits).min_confidence == 0.0
+    assert options_from_body({"iterations": 2}, limits).iterations == 2
     with pytest.raises(OptionError) as info:
-        ProposeOptions.from_body({"iterations": 3}, limits)
+        options_from_body({"iterations": 3}, limits)
     assert info.value.message == ("'iterations' must be between 0 and 2 (limit set by "
                                   "DEFECTCAM_MAX_ITERATIONS), got 3")
     with pytest.raises(OptionError, match=r"^--iterations must be between 0 and 2"):
@@ -246,10 +245,10 @@ def test_every_cvat_option_has_an_environment_default() -> None:
     settings = Settings.from_env(env)
     assert (settings.iterations, settings.labels, settings.output, settings.cam_threshold,
             settings.screen, settings.deadline) == (3, ("rust", "crack"), "mask", 0.2, True, 90)
-    options = ProposeOptions.from_body({}, settings.limits())
+    options = options_from_body({}, settings.limits())
     assert (options.iterations, options.labels, options.output, options.cam_threshold,
             options.screen) == (3, ("rust", "crack"), "mask", 0.2, True)
-    sent = ProposeOptions.from_body({"iterations": 1, "labels": ["crack"], "output": "polygon",
+    sent = options_from_body({"iterations": 1, "labels": ["crack"], "output": "polygon",
                                      "cam_threshold": 0.3, "screen": False}, settings.limits())
     assert (sent.iterations, sent.labels, sent.output, sent.cam_threshold, sent.screen) == (
         1, ("crack",), "polygon", 0.3, False)
@@ -261,11 +260,11 @@ def test_every_cvat_option_has_an_environment_default() -> None:
 def test_the_maximum_caps_the_default_steps() -> None:
     settings = Settings.from_env({ITERATIONS_ENV: "4", MAX_ITERATIONS_ENV: "1"})
     assert settings.default_iterations == 1
-    assert ProposeOptions.from_body({}, settings.limits()).iterations == 1
+    assert options_from_body({}, settings.limits()).iterations == 1
     assert "iterations = 1 (4 capped by max_iterations) (DEFECTCAM_ITERATIONS)" in (
         settings.describe())
     with pytest.raises(OptionError, match="limit set by DEFECTCAM_MAX_ITERATIONS"):
-        ProposeOptions.from_body({"iterations": 2}, settings.limits())
+        options_from_body({"iterations": 2}, settings.limits())
     # The classifiers' own steps are capped by the service (tests/test_nuclio_handler.py).
     assert Settings.from_env({MAX_ITERATIONS_ENV: "0"}).limits().defaults["iterations"] is None
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from defectcam.cli import main
+from defectcam.commands.propose import options_from_args
 from defectcam.core import device as device_module
 from defectcam.core.advcam import AdvCAMSettings, advcam_climb
 from defectcam.core.device import cpu_supports_bf16, resolve_precision
@@ -37,6 +38,7 @@ from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata,
 from defectcam.data.crops import at_working_scale
 from defectcam.data.cvat_xml import ImageClicks
 from defectcam.deadline import _LabelWork
+from defectcam.nuclio import options_from_body
 from tests.helpers import concrete_texture, draw_crack, rust_export, save_untrained
 from tests.test_engine import crack_scene
 
@@ -373,11 +375,11 @@ def test_screening_default_comes_from_the_weights(fitted_crack_model) -> None:
 
 
 def test_the_request_contract_leaves_screening_to_the_weights() -> None:
-    assert ProposeOptions().screen is None and ProposeOptions.from_body({}).screen is None
-    assert ProposeOptions.from_body({"screen": False}).screen is False
+    assert ProposeOptions().screen is None and options_from_body({}).screen is None
+    assert options_from_body({"screen": False}).screen is False
     cli = argparse.Namespace(min_confidence=None, iterations=None, cam_threshold=None,
                              labels=None, output=None, screen=False)  # --no-screen
-    assert ProposeOptions.from_cli(cli).screen is False
+    assert options_from_args(cli).screen is False
     assert ProposeOptions(screen=None).propose_kwargs()["screen"] is None
 
 

@@ -20,13 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from defectcam.config import PRECISION_NAMES
-from defectcam.core.options import CLI, DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
-from defectcam.core.predictor import TILINGS, parse_working_scale
+from defectcam.config import PRECISION_NAMES, malloc_tuning
+from defectcam.core.options import DEFAULT_MIN_CONFIDENCE, ProposeOptions, Spelling
+from defectcam.core.tiling import TILINGS
 from defectcam.data import DEFECTS
 from defectcam.evaluation.metrics import DEFAULT_SWEEP_THRESHOLDS, MatchRule
-from defectcam.evaluation.report import build_report, render_markdown, write_gallery, write_json
-from defectcam.evaluation.run import cvat_items, evaluate, folder_items, plan_settings
 from defectcam.evaluation.timesave import AnnotatorModel, GroupThresholds
 
 ABLATION_ITERATIONS = (0, 1, 2, 4)
@@ -66,9 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "default: full resolution)")
     s = p.add_argument_group("proposer")
     s.add_argument("--iterations", type=int, default=None,
-                   help="AdvCAM steps T of the main setting (default: the weights' value)")
+                   help="AdvCAM steps T of the main setting (default: the weights' value: "
+                        "'iterations' in weights/<defect>.json)")
     s.add_argument("--cam-threshold", type=float, default=None,
-                   help="default: the weights' value (0.1)")
+                   help="binarisation of the normalised map, in (0, 1) (default: the weights' "
+                        "value: 'cam_threshold' in weights/<defect>.json)")
     s.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
                    help="drop the model's proposals below this confidence, as the CVAT "
                         "function's default threshold does (default: %(default)s)")
@@ -114,6 +114,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _working_scale(text: str) -> float | dict[str, float]:
+    from defectcam.core.predictor import parse_working_scale  # torch: not for --help
+
     try:
         return parse_working_scale(text)
     except ValueError as exc:
@@ -146,13 +148,23 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
     # The request contract's bounds, before any weights load.
     ProposeOptions.build({"iterations": args.iterations, "cam_threshold": args.cam_threshold},
-                         CLI)
+                         Spelling({"iterations": "--iterations",
+                                   "cam_threshold": "--cam-threshold"}))
     ablation = Spelling({"iterations": "--ablation-iterations"})
     for steps in args.ablation_iterations if args.ablation else ():
         ProposeOptions.build({"iterations": steps}, ablation)
 
 
 def run(args: argparse.Namespace) -> int:
+    # These load torch, so they are imported here rather than for --help.
+    from defectcam.evaluation.report import (
+        build_report,
+        render_markdown,
+        write_gallery,
+        write_json,
+    )
+    from defectcam.evaluation.run import cvat_items, evaluate, folder_items, plan_settings
+
     _check(args)
     proposer = None
     weights_info: dict = {}
@@ -166,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
                                                tile_batch=args.tile_batch,
                                                precision=args.precision,
                                                working_scale=args.working_scale,
-                                               tiling=args.tiling)
+                                               tiling=args.tiling,
+                                               malloc_tuning=malloc_tuning())
         for label, predictor in proposer.predictors.items():
             md = predictor.metadata
             weights_info[label] = {

@@ -18,7 +18,6 @@ from pathlib import Path
 from defectcam.config import log_path
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 from defectcam.data.cvat_xml import read_cvat_xml, write_cvat_xml
-from defectcam.feedback.clicks import feedback_clicks
 from defectcam.feedback.cvat_client import (
     CVAT_PASSWORD_ENV,
     CVAT_TOKEN_ENV,
@@ -74,6 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from defectcam.feedback.clicks import feedback_clicks  # loads torch: not for --help
+
     log = args.log or log_path()
     if log is None:
         raise ValueError("no proposal log: pass --log (DEFECTCAM_LOG_DB is 'off')")

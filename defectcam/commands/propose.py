@@ -30,21 +30,34 @@ from defectcam.config import (
     resolve_weights,
 )
 from defectcam.core.device import resolve_device
-from defectcam.core.image_io import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+from defectcam.core.image_io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageInputError,
+    decode_image,
+)
 from defectcam.core.options import (
-    CLI,
     DEFAULT_MIN_CONFIDENCE,
     MAX_ITERATIONS,
+    OPTION_NAMES,
     OUTPUT_TYPES,
+    Limits,
     ProposeOptions,
+    Spelling,
+    split_labels,
 )
+
+#: The command's flags: each option's name with dashes (``--min-confidence``).
+CLI = Spelling({name: "--" + name.replace("_", "-") for name in OPTION_NAMES})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("propose", help="propose defects on photos (CVAT JSON + overlay PNG)",
                        description="Propose defects on photos: for each, <name>.cvat.json (the "
                        "shapes the CVAT function answers) and <name>.overlay.png.")
-    p.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", type=Path,
+                   help="image files (JPEG, PNG, ...) or folders (every image file inside: "
+                        f"{', '.join(IMAGE_SUFFIXES)})")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--weights", default=None,
                    help="weights folder or comma-separated .safetensors files (default: "
@@ -56,11 +69,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               f"{DEFAULT_MIN_CONFIDENCE:g})")
     options.add_argument("--iterations", type=int, default=None,
                          help=f"AdvCAM steps T, 0..{MAX_ITERATIONS}; 0 = plain Grad-CAM "
-                              f"(default: ${ITERATIONS_ENV}, else the weights' value, 2; "
-                              f"at most ${MAX_ITERATIONS_ENV})")
+                              f"(default: ${ITERATIONS_ENV}, else the weights' value: "
+                              f"'iterations' in weights/<defect>.json; at most "
+                              f"${MAX_ITERATIONS_ENV})")
     options.add_argument("--cam-threshold", type=float, default=None,
                          help="binarisation threshold of the normalised map, in (0, 1) "
-                              f"(default: ${CAM_THRESHOLD_ENV}, else the weights' value, 0.1)")
+                              f"(default: ${CAM_THRESHOLD_ENV}, else the weights' value: "
+                              "'cam_threshold' in weights/<defect>.json)")
     options.add_argument("--labels", default=None,
                          help="comma-separated subset, e.g. crack,rust (default: "
                               f"${LABELS_ENV}, else every label of the weights)")
@@ -106,17 +121,34 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.from_env().override("command line", **given)
 
 
+def options_from_args(args: argparse.Namespace, limits: Limits | None = None
+                      ) -> ProposeOptions:
+    """The request options among the command's parsed arguments.
+
+    Args:
+        args: ``defectcam propose``'s arguments (``labels`` comma-separated).
+        limits: the operator's caps and defaults (from the environment's settings).
+
+    Returns:
+        The validated options.
+
+    Raises:
+        OptionError: a value is wrong, named by its flag (``--iterations``).
+    """
+    values = {option: getattr(args, option, None) for option in OPTION_NAMES}
+    values["labels"] = split_labels(values["labels"])
+    return ProposeOptions.build(values, CLI, limits)
+
+
 def run(args: argparse.Namespace) -> int:
     # Everything the user can get wrong is checked before the model loads.
     settings = settings_from_args(args)
-    options = ProposeOptions.from_cli(args, settings.limits())
+    options = options_from_args(args, settings.limits())
     if args.tile_batch is not None and args.tile_batch < 1:
         raise ValueError(f"--tile-batch must be >= 1, got {args.tile_batch}")
     if settings.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {settings.max_pixels}")
-    missing = [str(path) for path in args.images if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
+    images = image_paths(args.images)
     resolve_device(settings.device, "--device")  # one line, not torch's traceback
 
     from tqdm import tqdm  # the heavy part: torch and the weights
@@ -132,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
     service.check(options, CLI)  # labels the loaded weights lack
     args.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    images = tqdm(args.images, desc="images", unit="img", disable=args.no_progress)
-    for path in images:
+    for path in tqdm(images, desc="images", unit="img", disable=args.no_progress):
         try:
             data = path.read_bytes()
             decoded = decode_image(data, settings.max_pixels, name=str(path),
@@ -162,6 +193,35 @@ def run(args: argparse.Namespace) -> int:
                    f"left out) in {answer.seconds:.1f} s -> {stem}.cvat.json, "
                    f"{stem}.overlay.png")
     return 1 if failures else 0
+
+
+def image_paths(paths: list[Path]) -> list[Path]:
+    """The photos to propose on: each file as given, each folder's image files (by suffix,
+    sorted by name; not its subfolders).
+
+    Args:
+        paths: files and folders from the command line.
+
+    Returns:
+        The image files, in the order given.
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a folder holds no image file.
+    """
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise FileNotFoundError(f"no such image file or folder: {', '.join(missing)}")
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        inside = sorted(f for f in path.iterdir()
+                        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not inside:
+            raise FileNotFoundError(f"{path} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
+        files += inside
+    return files
 
 
 def _tile_count(service, image, options: ProposeOptions) -> int:

@@ -7,13 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
-from defectcam.config import PRECISION_NAMES
+from defectcam.config import PRECISION_NAMES, malloc_tuning
 from defectcam.core.device import resolve_device
 from defectcam.core.options import DEFAULT_MIN_CONFIDENCE
-from defectcam.core.proposer import DefectProposer
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 from defectcam.data.cvat_xml import write_cvat_xml
-from defectcam.data.simulate import add_negative_clicks, hard_negative_clicks, simulate_clicks
 from defectcam.data.sources import (
     cap_per_source,
     other_source_pairs,
@@ -22,8 +20,9 @@ from defectcam.data.sources import (
     shared_data_root,
     split_source,
 )
-from defectcam.training.loop import TrainConfig
-from defectcam.training.pipeline import ClickTraining, train_from_clicks
+
+# The modules that load torch are imported in the run functions, so that ``--help`` does not
+# wait for torch.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -120,6 +119,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from defectcam.core.proposer import DefectProposer
+    from defectcam.data.simulate import (
+        add_negative_clicks,
+        hard_negative_clicks,
+        simulate_clicks,
+    )
+
     root = shared_data_root(args.data_root)
     pairs = pairs_for_defect(args.defect, root)
     if not pairs:
@@ -138,7 +144,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.hard_images < 1:
         raise ValueError(f"--hard-images must be at least 1, got {args.hard_images}")
     if args.hard_negatives is not None:  # loaded (and checked) before any photo is read
-        proposer = DefectProposer.from_weights(args.hard_negatives)
+        proposer = DefectProposer.from_weights(args.hard_negatives,
+                                               malloc_tuning=malloc_tuning())
         if args.defect not in proposer.labels:
             raise ValueError(f"--hard-negatives {args.hard_negatives}: no {args.defect} "
                              f"classifier there (found: {', '.join(proposer.labels)})")
@@ -164,8 +171,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def run_train(args: argparse.Namespace) -> int:
+    from defectcam.training.loop import TrainConfig
+    from defectcam.training.pipeline import ClickTraining, train_from_clicks
+
     # Checked before the crops are built; unset or auto: the loop picks (cuda:LOCAL_RANK).
     device = None if (args.device or "auto") == "auto" else args.device
     if device:

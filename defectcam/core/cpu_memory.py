@@ -1,20 +1,16 @@
 """Keep large CPU tensors in the malloc heap instead of fresh mmap'd pages.
 
-glibc serves every allocation above its mmap threshold (128 KiB to 32 MiB, adaptive) with a
-new mapping and unmaps it on free, so each forward/backward pass over a tile batch faults in
-its ~100 MB activations page by page again. Raising the mmap and trim thresholds lets freed
-blocks be reused: 28x to 118x fewer page faults and about 1.3x faster AdvCAM climbs on CPU
-(BENCHMARKS.md), for a few hundred MB more resident memory (up to 1 GiB of freed memory stays
-with the process). Process-wide, so it is applied once, only on glibc, and can be switched
-off with ``DEFECTCAM_MALLOC_TUNING=0``.
+glibc serves every allocation above its mmap threshold with a new mapping and unmaps it on
+free, so each pass over a tile batch faults its activations in page by page again. Raising
+the mmap and trim thresholds lets freed blocks be reused (faster climbs on CPU for more
+resident memory; BENCHMARKS.md). Process-wide, so it is applied once and only on glibc; the
+caller decides whether to (``DEFECTCAM_MALLOC_TUNING`` in ``defectcam.config``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-
-from defectcam.config import malloc_tuning
 
 #: glibc's mallopt parameter numbers (malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -28,14 +24,19 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 _applied: bool | None = None
 
 
-def keep_large_allocations_in_heap() -> bool:
-    """Raise glibc's mmap threshold once per process; True when it is in effect."""
+def keep_large_allocations_in_heap(enabled: bool = True) -> bool:
+    """Raise glibc's mmap and trim thresholds once per process.
+
+    Args:
+        enabled: False leaves malloc as it is (the operator switched the tuning off).
+
+    Returns:
+        True when the tuning is in effect in this process.
+    """
     global _applied
-    if _applied is not None:
-        return _applied
+    if not enabled or _applied is not None:
+        return bool(_applied)
     _applied = False
-    if not malloc_tuning():
-        return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None

@@ -1,15 +1,9 @@
 """CVAT's formats for proposals, with every mask codec in one place.
 
-Three places hold a mask, two encodings:
-
-- the Nuclio detector answer (shared/docs/cvat-contract.md, "The answer"): a shape dict whose
-  ``mask`` is the crop row-major as 0/1, then the inclusive box ``[x1, y1, x2, y2]``
-  (:func:`encode_cvat_mask`, :func:`decode_cvat_mask`);
-- run lengths over the box, row-major, starting with background (0 when the first pixel is
-  set) (:func:`mask_to_cvat_rle`, :func:`cvat_rle_to_mask`): the ``rle`` of a
-  "CVAT for images 1.1" export, the ``points`` of a cvat-sdk mask shape (followed by the
-  inclusive box, :func:`encode_sdk_mask`; equal to ``cvat_sdk.masks.encode_mask``) and, as
-  uint32 bytes, the interaction log's ``mask_runs`` (:func:`mask_runs`, :func:`runs_to_mask`).
+Two encodings: the Nuclio detector answer's 0/1 crop plus inclusive box
+(:func:`encode_cvat_mask`), and row-major run lengths starting with background
+(:func:`mask_to_cvat_rle`), which the XML export's ``rle``, cvat-sdk's mask ``points``
+(:func:`encode_sdk_mask`) and the interaction log (:func:`mask_runs`) share.
 """
 
 from __future__ import annotations
@@ -26,7 +20,8 @@ Box = tuple[int, int, int, int]
 
 
 def encode_cvat_mask(mask: np.ndarray, box: Box) -> list[int]:
-    """CVAT's detector mask: the crop row-major as 0/1, then the inclusive box."""
+    """CVAT's detector mask: the crop row-major as 0/1, then the inclusive box
+    ``[x1, y1, x2, y2]`` (shared/docs/cvat-contract.md, "The answer")."""
     x1, y1, x2, y2 = box
     if mask.shape != (y2 - y1 + 1, x2 - x1 + 1):
         raise ValueError(f"mask shape {mask.shape} does not match inclusive box {box}")
@@ -52,7 +47,8 @@ def decode_cvat_mask(values: list[int], height: int, width: int) -> np.ndarray:
 
 
 def mask_to_cvat_rle(mask: np.ndarray) -> list[int]:
-    """Row-major run lengths of a bool crop, starting with background (may be 0)."""
+    """Row-major run lengths of a bool crop, starting with background (0 when the first
+    pixel is set): the ``rle`` of a "CVAT for images 1.1" export."""
     flat = np.asarray(mask, dtype=bool).ravel()
     if flat.size == 0:
         raise ValueError("cannot encode an empty mask")
@@ -102,7 +98,16 @@ def flat_points(polygon: np.ndarray) -> list[float]:
 
 
 def proposal_to_cvat_shape(proposal: Proposal, output: str = "polygon") -> dict:
-    """One proposal as the shape dict a CVAT detector function returns."""
+    """One proposal as the shape dict a CVAT detector function returns.
+
+    Args:
+        proposal: the proposal, in the frame's pixels.
+        output: ``polygon`` (its outer contour) or ``mask`` (CVAT's detector mask: the crop
+            row-major as 0/1, then the inclusive box).
+
+    Returns:
+        ``{"label", "type", "points", "confidence"[, "mask"]}`` as CVAT reads it.
+    """
     if output not in OUTPUT_TYPES:
         raise ValueError(f"output must be one of {OUTPUT_TYPES}, got {output!r}")
     shape = {
@@ -117,4 +122,5 @@ def proposal_to_cvat_shape(proposal: Proposal, output: str = "polygon") -> dict:
 
 
 def proposals_to_cvat_shapes(proposals: list[Proposal], output: str = "polygon") -> list[dict]:
+    """Every proposal as :func:`proposal_to_cvat_shape` gives it (the detector's answer)."""
     return [proposal_to_cvat_shape(p, output) for p in proposals]

@@ -9,8 +9,10 @@ long traceback from deep inside torch when the first tensor moves.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads when a device is resolved, not on import (fast --help)
+    import torch
 
 #: Values that mean "CUDA when present, else CPU".
 AUTO = ("", "auto")
@@ -27,6 +29,8 @@ def resolve_device(value: str | torch.device | None, setting: str = "device") ->
     is how the user spelled the option (``--device``, ``DEFECTCAM_DEVICE``); a
     :class:`DeviceError` (a ``ValueError``) reads ``<setting>=<value>: <why>``.
     """
+    import torch
+
     if isinstance(value, torch.device):
         text = str(value)
     else:
@@ -52,6 +56,8 @@ def resolve_device(value: str | torch.device | None, setting: str = "device") ->
 
 
 def _check_cuda(device: torch.device, where: str) -> None:
+    import torch
+
     if torch.version.cuda is None:
         raise DeviceError(f"{where}: this torch build ({torch.__version__}) has no CUDA "
                           "support; use cpu, or install a CUDA build of torch")
@@ -76,9 +82,10 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 @functools.cache
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX): there bf16
-    training steps measured 2.3-2.6x faster than fp32 (shared/docs/cpu.md) and a T = 2 climb
-    1.7x (BENCHMARKS.md); elsewhere bf16 is emulated and slower than fp32."""
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX): there bf16 is
+    faster than fp32 (BENCHMARKS.md); elsewhere it is emulated and slower."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -94,6 +101,8 @@ def resolve_precision(precision: str, device: torch.device, setting: str = "prec
     ``fp16`` needs CUDA; ``bf16`` asked for explicitly runs anywhere. A :class:`ValueError`
     names ``setting`` (``--precision``, ``DEFECTCAM_PRECISION``).
     """
+    import torch
+
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"{setting} must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
     if precision == "auto":

@@ -1,20 +1,8 @@
-"""Request images -> RGB uint8 arrays, exactly as CVAT displays the frame.
+"""Request images -> upright RGB uint8 arrays, exactly as CVAT displays the frame.
 
 Everything a client can get wrong raises :class:`ImageInputError` with an HTTP status and a
-message naming the problem; nothing here logs or prints. Messages speak of the request's
-``'image'`` (base64) unless the caller names a file (``name=``, the command line).
-
-EXIF orientation: CVAT bakes it into the frames it stores (``cvat/apps/engine/
-media_extractors.py``: ``ZipChunkWriter.save_as_chunk`` and ``IChunkWriter._compress_image``
-call ``PIL.ImageOps.exif_transpose`` before saving, and frame sizes come from
-``image_size_within_orientation``), so the frame CVAT sends a function is already upright and
-its annotations live in that upright frame. Applying ``exif_transpose`` here is therefore a
-no-op for CVAT's bytes and gives other clients (who may send the raw camera file) the very
-same coordinates CVAT would show.
-
-Modes follow CVAT's conversion too: ``convert("RGB")`` (alpha is dropped, palette and CMYK
-expanded, grey replicated); 16-bit and 32-bit grey are min-max scaled to 8 bits first because
-Pillow would clip them.
+message naming the problem; nothing here logs or prints. Why orientation and pixel modes are
+handled as they are: :func:`decode_image`.
 """
 
 from __future__ import annotations
@@ -38,6 +26,8 @@ DEFAULT_MAX_PIXELS = 160_000_000
 #: photo; :func:`decode_image` refuses it unless told otherwise (``min_side``), and the
 #: service answers such a frame with no proposals.
 MIN_SIDE = 8
+#: File suffixes read as photos where a folder is given (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Frames between Pillow's warning size (89.5 MP) and DEFAULT_MAX_PIXELS are real photos: the
 # explicit limit below is this module's decompression-bomb guard, so Pillow's warning is noise.
@@ -101,6 +91,25 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, name: str
     base64 ``'image'``); ``limit_name``: what sets ``max_pixels`` (named in the 413 message);
     ``min_side``: the smallest side accepted (the faces pass 1: the service answers a
     decodable frame thinner than :data:`MIN_SIDE` with no proposals instead of an error).
+
+    EXIF orientation: CVAT bakes it into the frames it stores (``cvat/apps/engine/
+    media_extractors.py``: ``ZipChunkWriter.save_as_chunk`` and
+    ``IChunkWriter._compress_image`` call ``PIL.ImageOps.exif_transpose`` before saving), so
+    the frame CVAT sends is already upright and applying ``exif_transpose`` here is a no-op
+    for it, while other clients sending the raw camera file get the coordinates CVAT would
+    show. Modes follow CVAT's ``convert("RGB")`` (alpha dropped, palette and CMYK expanded,
+    grey replicated); 16-bit and 32-bit grey are min-max scaled to 8 bits first because
+    Pillow would clip them.
+
+    Args:
+        data: the image file's bytes.
+        max_pixels: the largest width x height accepted (413 above).
+
+    Returns:
+        The upright RGB image and what was read from the file's header.
+
+    Raises:
+        ImageInputError: the bytes are no readable image, or its size is out of bounds.
     """
     what = name if name is not None else "'image'"
     expected = "a JPEG or PNG file" if name is not None else "the base64 of a JPEG or PNG file"

@@ -1,28 +1,14 @@
 """The request contract: every option of a proposal request, its bounds and its default,
-defined once, with one constructor per face and one validation that raises
-:class:`OptionError` naming the key as that face spells it.
+defined once under its internal name, and one validation that raises :class:`OptionError`
+naming the key as the calling face spells it (a :class:`Spelling` the face passes in).
 
-Option (bounds; default): Nuclio / HTTP body key, cvat-sdk, ``defectcam propose``
-
-- ``min_confidence`` ([0, 1]; 0.5): ``threshold``, ``--conf-threshold``, ``--min-confidence``
-- ``iterations`` (0..32; the weights'): ``iterations``, ``-p iterations=int:N``,
-  ``--iterations``
-- ``cam_threshold`` ((0, 1); the weights'): ``cam_threshold``, ``-p cam_threshold=float:X``,
-  ``--cam-threshold``
-- ``labels`` (known labels; all): ``labels`` (a list), ``-p labels=str:a,b``, ``--labels a,b``
-- ``output`` (polygon, mask; polygon): ``output``, ``--conv-mask-to-poly`` (else masks),
-  ``--output``
-- ``screen`` (bool; the weights'): ``screen``, ``-p screen=bool:true``,
-  ``--screen`` / ``--no-screen``; absent: as each classifier's ``screen_threshold`` says
-  (0: no screening), true: screening (at that threshold, else p >= 0.5), false: none
-- ``name`` (str; none): ``name``, the frame's name, the file's name
-
-``threshold`` and ``conf_threshold`` are CVAT's own names (CVAT sends the former, cvat-sdk's
-driver the latter); both mean ``min_confidence``: a proposal's confidence (the classifier's
-probability for the tile holding its peak) must reach it. ``cam_threshold`` is a different
-thing: the binarisation of the normalised map. An operator's :class:`Limits` cap the
-iterations and preset defaults for keys a request leaves out (``DEFECTCAM_ITERATIONS``,
-``DEFECTCAM_LABELS``, ... : ``defectcam.config.OPTION_DEFAULT_ENV``).
+Options (bounds; default): ``min_confidence`` ([0, 1]; 0.5: a proposal's confidence must
+reach it), ``iterations`` (AdvCAM steps, 0..32; the weights'), ``cam_threshold`` (the map's
+binarisation, (0, 1); the weights'), ``labels`` (known labels; all), ``output`` (polygon or
+mask), ``screen`` (bool; the weights' ``screen_threshold``) and ``name`` (the file's name).
+An operator's :class:`Limits` cap the iterations and preset defaults for keys a request
+leaves out. Each face maps its own spelling onto these names (``defectcam.nuclio``,
+``defectcam.cvat_function``, ``defectcam.commands.propose``).
 """
 
 from __future__ import annotations
@@ -68,6 +54,8 @@ class Limits:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def default(self, option: str) -> Any:
+        """The value a request that leaves ``option`` out gets: the operator's, else the
+        contract's."""
         if option in self.defaults:
             return self.defaults[option]
         return _DEFAULTS[option]
@@ -88,19 +76,8 @@ class Spelling:
         return self.quote.format(self.key(option))
 
 
-def _dashed(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
 #: The internal names (library callers, the interaction log).
 INTERNAL = Spelling()
-#: A Nuclio / ``defectcam serve`` JSON body: CVAT sends ``threshold``.
-BODY = Spelling({"min_confidence": "threshold"}, "'{}'")
-#: cvat-sdk: ``-p NAME=TYPE:VALUE`` parameters, ``conf_threshold`` from the driver.
-CVAT_SDK = Spelling({"min_confidence": "conf_threshold"}, "parameter '{}'")
-#: ``defectcam propose`` options.
-CLI = Spelling({name: _dashed(name) for name in (
-    "min_confidence", "iterations", "cam_threshold", "labels", "output", "screen", "name")})
 
 
 @dataclass(frozen=True)
@@ -128,8 +105,21 @@ class ProposeOptions:
     @classmethod
     def build(cls, values: Mapping[str, Any], spelling: Spelling = INTERNAL,
               limits: Limits | None = None) -> ProposeOptions:
-        """Options from ``values`` (option name -> value as the face received it; absent or
-        ``None``: the default); raises :class:`OptionError` naming the face's key."""
+        """Options from the values a face received, checked against the operator's limits.
+
+        Args:
+            values: internal option name -> value as the face received it (absent or
+                ``None``: the limits' default, else the contract's).
+            spelling: how the face names the options, for its error messages.
+            limits: the operator's caps and defaults (``None``: the engine's bounds).
+
+        Returns:
+            The validated options.
+
+        Raises:
+            OptionError: a value is out of bounds; its ``key`` is the face's spelling.
+            TypeError: ``values`` holds a name that is no option (a bug in the face).
+        """
         limits = limits or Limits()
         given = {key: value for key, value in values.items() if value is not None}
         unknown = sorted(set(given) - set(_DEFAULTS))
@@ -137,39 +127,6 @@ class ProposeOptions:
             raise TypeError(f"not request options: {unknown}")
         full = {option: given.get(option, limits.default(option)) for option in _DEFAULTS}
         return cls(**_validate(full, spelling, limits))
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any], limits: Limits | None = None) -> ProposeOptions:
-        """From a Nuclio / HTTP JSON body (a dict; unknown keys, ``image`` included, are
-        left to the caller)."""
-        values = {option: body.get(BODY.key(option)) for option in _DEFAULTS}
-        return cls.build(values, BODY, limits)
-
-    @classmethod
-    def from_cvat_sdk(cls, parameters: Mapping[str, Any],
-                      limits: Limits | None = None) -> ProposeOptions:
-        """From cvat-cli's ``-p`` parameters (typed by ``NAME=TYPE:VALUE``; ``labels`` a
-        comma-separated string). Per-frame values come with :meth:`for_cvat_frame`."""
-        values = {option: parameters.get(option)
-                  for option in ("iterations", "cam_threshold", "screen")}
-        values["labels"] = _split(parameters.get("labels"))
-        return cls.build(values, CVAT_SDK, limits)
-
-    def for_cvat_frame(self, conf_threshold: float | None, conv_mask_to_poly: bool,
-                       frame_name: str | None, limits: Limits | None = None) -> ProposeOptions:
-        """These options for one frame of cvat-sdk's driver or agent: its ``conf_threshold``
-        (``None``: the default), polygons or masks, and the frame's name."""
-        limits = limits or Limits()
-        values = {**dataclasses.asdict(self), "min_confidence": conf_threshold,
-                  "output": "polygon" if conv_mask_to_poly else "mask", "name": frame_name}
-        return self.build(values, CVAT_SDK, limits)
-
-    @classmethod
-    def from_cli(cls, args: Any, limits: Limits | None = None) -> ProposeOptions:
-        """From ``defectcam propose``'s parsed arguments (``labels`` comma-separated)."""
-        values = {option: getattr(args, option, None) for option in _DEFAULTS}
-        values["labels"] = _split(values["labels"])
-        return cls.build(values, CLI, limits)
 
     # ------------------------------------------------------------------ uses
 
@@ -192,19 +149,36 @@ class ProposeOptions:
 
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ProposeOptions)}
+#: Every option's internal name.
+OPTION_NAMES = tuple(_DEFAULTS)
 
 
 def check_limits(options: ProposeOptions, limits: Limits, spelling: Spelling = INTERNAL) -> None:
-    """Raise :class:`OptionError` when ``options`` ask for more than ``limits`` allow (for
-    options built elsewhere: a library caller's, or another worker's limits)."""
+    """Check options built elsewhere (a library caller's) against a worker's limits.
+
+    Args:
+        options: the options to check.
+        limits: the worker's caps and the labels it knows.
+        spelling: how the calling face names the options, for the message.
+
+    Raises:
+        OptionError: ``options`` ask for more than ``limits`` allow.
+    """
     _validate(dataclasses.asdict(options), spelling, limits)
 
 
 # ---------------------------------------------------------------------- validation
 
 
-def _split(value: Any) -> Any:
-    """A comma-separated label list as a list (other values are left for validation)."""
+def split_labels(value: Any) -> Any:
+    """A comma-separated label list as a list (other values are left for validation).
+
+    Args:
+        value: ``"crack, rust"`` from a command line or a parameter, or anything else.
+
+    Returns:
+        ``["crack", "rust"]`` for a string, ``value`` itself otherwise.
+    """
     if isinstance(value, str):
         return [name.strip() for name in value.split(",") if name.strip()]
     return value

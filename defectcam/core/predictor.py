@@ -26,14 +26,11 @@ from defectcam.core.cpu_memory import keep_large_allocations_in_heap
 from defectcam.core.device import PRECISION_CHOICES, resolve_device, resolve_precision
 from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.core.model import INPUT_MULTIPLE, DefectClassifier, fold_batchnorm
-from defectcam.core.tiling import TileGrid, extract_tile, stitch_tiles
+from defectcam.core.tiling import TILINGS, TileGrid, extract_tile, stitch_tiles
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, check_working_scale
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: How an image is cut: ``balanced`` (the tile count of fixed tiles, each as small as that
-#: count allows; ``TileGrid.build``) or ``fixed`` (every tile of the weights' tile size).
-TILINGS = ("balanced", "fixed")
 
 
 def parse_working_scale(text: str, setting: str = "--working-scale"
@@ -151,10 +148,13 @@ class DefectMapPredictor:
         precision: str = "auto",
         working_scale: float | None = None,
         tiling: str = "balanced",
+        malloc_tuning: bool = True,
     ) -> None:
         """``precision``: one of :data:`PRECISION_CHOICES` (``auto``: bf16 autocast on CPUs
         with native bf16 and bf16-capable GPUs, else fp32); ``working_scale``: overrides the
-        weights' (``None``: ``metadata.working_scale``); ``tiling``: one of :data:`TILINGS`.
+        weights' (``None``: ``metadata.working_scale``); ``tiling``: one of :data:`TILINGS`;
+        ``malloc_tuning``: on a CPU, keep large buffers in the malloc heap
+        (:func:`~defectcam.core.cpu_memory.keep_large_allocations_in_heap`).
         """
         self.device = pick_device(device)
         if tiling not in TILINGS:
@@ -165,15 +165,16 @@ class DefectMapPredictor:
         #: The image is shrunk by this factor before tiling (see :func:`working_size`).
         self.working_scale = check_working_scale(
             metadata.working_scale if working_scale is None else working_scale)
-        # An inference copy with BatchNorm folded into the convs (same maps, 8-13 % faster);
-        # channels_last: about 30 % faster convolutions on CPU (measured), neutral on GPU.
+        # An inference copy with BatchNorm folded into the convs (same maps, fewer passes over
+        # the activations) in channels_last, the faster layout for CPU convolutions
+        # (BENCHMARKS.md, "Engine").
         self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)  # the climb needs gradients w.r.t. the input only
         self.metadata = metadata
         self.tile_batch = tile_batch or (8 if self.device.type == "cuda" else 2)
         if self.device.type == "cpu":
-            keep_large_allocations_in_heap()  # ~1.3x on CPU: no page faults per pass
+            keep_large_allocations_in_heap(malloc_tuning)  # no page faults per pass
 
     def settings(self, iterations: int | None = None) -> AdvCAMSettings:
         m = self.metadata

@@ -77,12 +77,27 @@ class DefectProposer:
         precision: str = "auto",
         working_scale: float | Mapping[str, float] | None = None,
         tiling: str = "balanced",
+        malloc_tuning: bool = True,
     ) -> DefectProposer:
         """Load every ``*.safetensors`` of a directory (or the listed files).
 
-        ``precision`` and ``tiling``: see :class:`DefectMapPredictor`; ``working_scale``
-        overrides the weights' own: one factor for every defect, or ``{label: factor}`` for
-        some of them (the others keep the weights' value).
+        Args:
+            weights: a folder, one ``.safetensors`` file, or several files (each with its
+                ``.json`` sidecar).
+            device: ``cpu``, ``cuda``, ``cuda:N`` (``None``: CUDA when present).
+            tile_batch: tiles per forward pass (``None``: the device's default).
+            precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see
+                :class:`DefectMapPredictor`).
+            working_scale: overrides the weights' own: one factor for every defect, or
+                ``{label: factor}`` for some of them (the others keep the weights' value).
+            tiling: ``balanced`` or ``fixed`` (see :class:`DefectMapPredictor`).
+            malloc_tuning: keep large CPU buffers in the malloc heap.
+
+        Returns:
+            One predictor per classifier found.
+
+        Raises:
+            WeightsError: a file is missing, unreadable or disagrees with its sidecar.
         """
         found = find_weights(weights if isinstance(weights, (str, Path)) else list(weights))
         if isinstance(working_scale, Mapping) and (
@@ -96,7 +111,8 @@ class DefectProposer:
                      else working_scale)
             predictors.append(
                 DefectMapPredictor(model, metadata, device, tile_batch=tile_batch,
-                                   precision=precision, working_scale=scale, tiling=tiling)
+                                   precision=precision, working_scale=scale, tiling=tiling,
+                                   malloc_tuning=malloc_tuning)
             )
         return cls(predictors)
 
@@ -109,8 +125,17 @@ class DefectProposer:
         return next(iter(self.predictors.values())).device
 
     def check_labels(self, labels: Sequence[str] | None) -> list[str]:
-        """The labels to run (None: all), each checked against the loaded classifiers with
-        the request contract's rule (core/options.py; OptionError is a ValueError)."""
+        """The labels to run, each checked against the loaded classifiers.
+
+        Args:
+            labels: the labels asked for (``None``: every loaded one).
+
+        Returns:
+            The labels, without repeats, in the order asked.
+
+        Raises:
+            OptionError: a label no loaded classifier knows (a ``ValueError``).
+        """
         if labels is None:
             return list(self.predictors)
         options = ProposeOptions.build({"labels": list(labels)}, limits=Limits(labels=self.labels))
@@ -125,7 +150,11 @@ class DefectProposer:
         screen: bool | float | None = None,
         min_confidence: float = 0.0,
     ) -> list[Proposal]:
-        """Proposals for ``image`` ((H, W, 3) uint8 RGB); see :meth:`propose_detailed`."""
+        """Proposals for ``image``: :meth:`propose_detailed` without the maps.
+
+        Returns:
+            The proposals of every defect asked for, at least ``min_confidence`` sure.
+        """
         return self.propose_detailed(
             image, iterations, cam_threshold, labels, screen, min_confidence
         ).proposals
@@ -142,17 +171,27 @@ class DefectProposer:
     ) -> ProposalResult:
         """Maps and proposals.
 
-        iterations: AdvCAM steps T (None: each classifier's recommended value; 0: Grad-CAM).
-        cam_threshold: binarisation threshold on the normalised map (None: recommended, 0.1).
-        screen: skip the climb on tiles the classifier calls negative (None: as each
-            classifier's ``screen_threshold`` says; True: below that, else p < 0.5; False:
-            climb every tile; or a probability threshold): :func:`screen_threshold`.
-        min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
-
         A proposal's confidence is, as the weights' metadata says (``confidence``), the
         classifier's probability for the tile that holds the proposal's strongest pixel
         (``tile``), that pixel's value on the normalised map (``peak``), or the map's
         maximum within the refinement's dilation of the proposal (``near-peak``).
+
+        Args:
+            image: (H, W, 3) uint8 RGB, or its :class:`ImageScales`.
+            iterations: AdvCAM steps T (``None``: each classifier's own, ``iterations`` in
+                its sidecar; 0: plain Grad-CAM).
+            cam_threshold: binarisation of the normalised map (``None``: each classifier's
+                own, ``cam_threshold`` in its sidecar).
+            labels: the defects to run (``None``: every loaded one).
+            screen: skip the climb on tiles the classifier calls negative (``None``: as each
+                classifier's ``screen_threshold`` says; True: below that, else p < 0.5;
+                False: climb every tile; or a probability threshold):
+                :func:`screen_threshold`.
+            min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
+            progress: called with the number of tiles done after each tile batch.
+
+        Returns:
+            The proposals, each defect's map and each defect's seconds.
         """
         # The request contract's bounds (core/options.py; OptionError is a ValueError).
         ProposeOptions(iterations=iterations, cam_threshold=cam_threshold)

@@ -1,29 +1,10 @@
 """Image evidence for proposals: the classifier says *where*, the image says *which pixels*.
 
-A GAP classifier's CAM localises a defect only to within its receptive field: on a crack it
-is a band tens of pixels wide, so thresholding the map alone proposes the concrete around the
-crack. König et al. (IEEE T-ITS 2022) fuse a crack classifier's CAM with a threshold of the
-darker pixels; this module is that fusion, per defect:
-
-    proposal pixels = dilate(map > cam_threshold, dilation) & evidence(image)      (keep: pixels)
-    proposal pixels = evidence components touching dilate(map > cam_threshold)   (keep: components)
-
-The evidence maps are plain OpenCV on the RGB image (the model never appears), and the same
-functions with the strict, image-wide thresholds are the learning-free baselines of
-``defectcam.evaluation.baselines``: the model's contribution is the region, which lets the
-evidence use a more sensitive threshold than it could afford on the whole image.
-
-- ``dark-lines`` (crack): black-hat transform (closing minus image) of the blurred grey image
-  with a ``kernel_px`` ellipse (thin dark lines light up, broad shading does not), above
-  ``mean + k * std`` of the black-hat over the image.
-- ``rust-colour`` (rust): orange / brown / red in HSV (hue <= ``max_hue`` or >= ``min_red_hue``
-  on OpenCV's 0-179 scale, saturation >= ``min_saturation``, value within ``value_range``).
-- ``rough-dark`` (spalling): local grey standard deviation in a ``kernel_px`` window above
-  ``k`` times its image median, and local mean grey below the image median (exposed aggregate
-  is darker and rougher than the cast surface).
-- ``dark-lines-otsu`` / ``rough-dark-otsu``: the same with the baselines' image-wide
-  thresholds (Otsu), so that the classifier's region only chooses among the baseline's
-  components (with ``keep="components"``) instead of reshaping them.
+A GAP classifier's CAM localises a defect only to within its receptive field, so the
+binarised map is fitted to image evidence inside (a dilation of) its region, after König et
+al. (IEEE T-ITS 2022); the evidence kinds and how they combine: :class:`Refinement`. The
+same evidence with strict, image-wide thresholds is the learning-free baselines'
+(``defectcam.evaluation.baselines``).
 """
 
 from __future__ import annotations
@@ -130,6 +111,25 @@ class Refinement:
     minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the fitted
     mask with a disc of this radius and fill its holes (blobs such as spalling are drawn as
     one outline around patchy evidence; 0: off).
+
+    How region and evidence combine::
+
+        pixels = dilate(map > cam_threshold, dilation) & evidence(image)      (keep: pixels)
+        pixels = evidence components touching dilate(map > cam_threshold)   (keep: components)
+
+    The evidence kinds (plain OpenCV on the RGB image):
+
+    - ``dark-lines`` (crack): black-hat (closing minus image) of the blurred grey image with
+      a ``kernel_px`` ellipse, above ``mean + k * std`` of the black-hat over the image.
+    - ``rust-colour`` (rust): orange / brown / red in HSV (OpenCV's 0-179 hue scale).
+    - ``rough-dark`` (spalling): local grey standard deviation in a ``kernel_px`` window above
+      ``k`` times its image median, and local mean grey below the image median (exposed
+      aggregate is darker and rougher than the cast surface).
+    - ``dark-lines-otsu`` / ``rough-dark-otsu``: the same with the baselines' image-wide
+      (Otsu) thresholds, so that the region only chooses among the baseline's components.
+
+    The model's contribution is the region, which lets the evidence use a more sensitive
+    threshold than it could afford on the whole image.
     """
 
     evidence: str = "none"

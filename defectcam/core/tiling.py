@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: How an image is cut: ``balanced`` (the tile count of fixed tiles, each as small as that
+#: count allows; ``TileGrid.build``) or ``fixed`` (every tile of the weights' tile size).
+TILINGS = ("balanced", "fixed")
+
 
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple

@@ -1,15 +1,8 @@
 """CVAT's "CVAT for images 1.1" XML export: reader, writer, and the clicks it holds.
 
-The layout follows what CVAT's exporter (``cvat/apps/dataset_manager/formats/cvat.py``)
-writes: ``<annotations>``, ``<version>1.1</version>``, a ``<meta>`` block with the task and
-its labels, then one ``<image id name width height>`` per frame holding shapes. Shape
-attributes come in CVAT's order: ``label, source, occluded``, the geometry (``points`` |
-``xtl ytl xbr ybr`` | ``rle left top width height``), ``z_order``, optional ``group_id``;
-``<attribute name=..>value</attribute>`` children follow. A mask's ``rle`` holds run lengths
-over its ``width x height`` box, row-major, starting with background (the codec is
-``defectcam.core.cvat``).
-
-Click convention: a click ``(x, y)`` marks the pixel at column ``floor(x)``, row ``floor(y)``.
+The layout is what CVAT's exporter (``cvat/apps/dataset_manager/formats/cvat.py``) writes
+(:func:`write_cvat_xml`). Click convention: a click ``(x, y)`` marks the pixel at column
+``floor(x)``, row ``floor(y)``.
 """
 
 from __future__ import annotations
@@ -325,7 +318,22 @@ def _meta_items(annotations: CvatAnnotations) -> list:
 
 
 def write_cvat_xml(annotations: CvatAnnotations, path: str | Path) -> Path:
-    """Write ``annotations`` the way CVAT exports "CVAT for images 1.1"."""
+    """Write ``annotations`` the way CVAT exports "CVAT for images 1.1".
+
+    ``<annotations>``, ``<version>1.1</version>``, a ``<meta>`` block with the task and its
+    labels, then one ``<image id name width height>`` per frame holding shapes. Shape
+    attributes come in CVAT's order: ``label, source, occluded``, the geometry (``points`` |
+    ``xtl ytl xbr ybr`` | ``rle left top width height``), ``z_order``, optional
+    ``group_id``; ``<attribute name=..>value</attribute>`` children follow. A mask's ``rle``
+    holds run lengths over its box (``defectcam.core.cvat``).
+
+    Args:
+        annotations: what to write.
+        path: the XML file (its folder is created).
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as stream:

@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 
 from defectcam.config import SHARED_DATA_ENV, shared_data_path
+from defectcam.core.image_io import IMAGE_SUFFIXES
 from defectcam.data import DEFECTS
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)

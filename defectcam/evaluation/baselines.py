@@ -1,21 +1,8 @@
 """Learning-free baselines: one image -> one binary defect map, from colour and darkness alone.
 
-They answer "what would a few lines of OpenCV give?" The image evidence they use lives in
-``defectcam.core.refine``, where the model's proposals are fitted to it inside the map's region;
-here it runs over the whole image with strict thresholds. so that the classifiers' numbers have a
-floor to stand on. ``defectcam evaluate --baseline`` runs them through the *same*
-post-processing as the model (closing, connected components, minimum area, see
-:func:`baseline_proposals`) and the same metrics, so the rows compare like with like.
-
-- crack: black-hat transform (closing minus image) of the blurred grey image with a
-  ``kernel_px`` ellipse: thin dark lines light up, broad shading does not. Pixels above
-  ``max(Otsu(black-hat), mean + k * std)`` are crack; the second term keeps a crack-free image
-  from being split in half by Otsu.
-- rust: HSV colour threshold for orange/brown: hue 0-25 (OpenCV scale 0-179, i.e. 0-50
-  degrees) or >= 170 (reddish), saturation >= 70, value 30-235 (not black, not glare).
-- spalling: rough and dark: local standard deviation of grey in a ``window_px`` window above
-  its Otsu threshold, and grey below the image median (exposed aggregate is darker and more
-  textured than the cast surface).
+What a few lines of OpenCV give, as a floor for the classifiers' figures: the image evidence
+of ``defectcam.core.refine`` over the whole image with strict thresholds, run by
+``defectcam evaluate --baseline`` through the same post-processing and metrics as the model.
 """
 
 from __future__ import annotations
@@ -57,7 +44,25 @@ BASELINE_RULES: dict[str, str] = {
 
 
 def baseline_map(image: np.ndarray, defect: str) -> np.ndarray:
-    """The baseline's binary map of ``defect`` over ``image`` (H, W, 3) uint8 RGB."""
+    """The baseline's binary map of ``defect`` over ``image``.
+
+    - crack: black-hat (closing minus image) of the blurred grey image with a ``kernel_px``
+      ellipse, above ``max(Otsu(black-hat), mean + k * std)`` (the second term keeps a
+      crack-free image from being split in half by Otsu).
+    - rust: orange / brown / red in HSV, neither black nor glare.
+    - spalling: local grey standard deviation above its Otsu threshold, and grey below the
+      image median (exposed aggregate is darker and more textured than the cast surface).
+
+    Args:
+        image: RGB uint8 (H, W, 3).
+        defect: ``crack``, ``spalling`` or ``rust``.
+
+    Returns:
+        Boolean (H, W).
+
+    Raises:
+        ValueError: no baseline for ``defect``.
+    """
     try:
         fn = BASELINES[defect]
     except KeyError:

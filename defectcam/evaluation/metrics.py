@@ -1,28 +1,7 @@
 """Pixel and instance metrics of proposals against a truth mask (pure NumPy/OpenCV).
 
-Rules (printed with results via :meth:`MatchRule.describe`):
-
-- Pixels: the union of all proposals against the truth mask, no tolerance. Counts are kept so
-  that images sum (micro average). Empty denominators give 1.0 (nothing predicted: precision
-  1; nothing to find: recall 1; both empty: IoU = F1 = 1).
-- Instances: each 8-connected component of the truth is one instance; components smaller than
-  ``min_instance_area`` are ignored (no instance, but a proposal on them is no false positive).
-- Touch: a proposal touches an instance when it comes within ``tolerance_px`` pixels of it
-  (Chebyshev distance, i.e. the proposal dilated by a (2t+1)^2 square overlaps it). Crack labels
-  are 1-3 px wide and drawn a pixel or two off, so plain overlap would call a good proposal a
-  false positive.
-- Per instance, U = union of the proposals touching it (whole proposals, also their parts on
-  other instances): ``iou`` = |I & U| / |I | U|; ``coverage`` = |I & U| / |I|;
-  ``coverage_tolerant`` = share of I within the tolerance of U; ``iou_tolerant`` = D / (2 - D)
-  with the tolerant Dice D = (|I & dil(U)| + |U & dil(I)|) / (|I| + |U|) (equals ``iou`` at
-  tolerance 0).
-- Found: ``coverage_tolerant >= found_coverage`` (default 0.5). The proposals localise at least
-  half of the defect, so the annotator refines instead of searching and drawing. IoU >= 0.5
-  implies coverage >= 0.5, so "coverage OR IoU" would be the same rule; IoU alone would call
-  over-wide but complete proposals missed, which cost an erase, not a search.
-- False positive: a proposal touching no truth pixel (tolerance included).
-- Outline mismatch (for the annotator model): true outline pixels farther than the tolerance
-  from U's outline, as a share of the outline, times the contour perimeter of I.
+Pixels: the union of all proposals against the truth mask, summed over images (micro
+average). Instances: matched by :class:`MatchRule`, whose docstring gives the rules.
 """
 
 from __future__ import annotations
@@ -197,7 +176,28 @@ def truth_instances(truth: np.ndarray, min_area: int = 1) -> tuple[np.ndarray, l
 
 @dataclass(frozen=True)
 class MatchRule:
-    """Instance matching parameters (see the module docstring for the rules)."""
+    """How proposals are matched to truth instances (printed with results by :meth:`describe`).
+
+    - Pixels: the union of all proposals against the truth mask, no tolerance. Empty
+      denominators give 1.0 (nothing predicted: precision 1; nothing to find: recall 1;
+      both empty: IoU = F1 = 1).
+    - Instances: each 8-connected component of the truth; components smaller than
+      ``min_instance_area`` are ignored (no instance, but a proposal on them is no false
+      positive).
+    - Touch: a proposal touches an instance when it comes within ``tolerance_px`` pixels of
+      it (Chebyshev distance). Crack labels are 1-3 px wide and drawn a pixel or two off, so
+      plain overlap would call a good proposal a false positive.
+    - Per instance, U = union of the proposals touching it: ``iou`` = |I & U| / |I | U|;
+      ``coverage`` = |I & U| / |I|; ``coverage_tolerant`` = share of I within the tolerance
+      of U; ``iou_tolerant`` = D / (2 - D) with the tolerant Dice
+      D = (|I & dil(U)| + |U & dil(I)|) / (|I| + |U|) (equals ``iou`` at tolerance 0).
+    - Found: ``coverage_tolerant >= found_coverage``: the proposals localise at least that
+      share of the defect, so the annotator refines instead of searching and drawing (IoU
+      alone would call over-wide but complete proposals missed, which cost an erase).
+    - False positive: a proposal touching no truth pixel (tolerance included).
+    - Outline mismatch (for the annotator model): true outline pixels farther than the
+      tolerance from U's outline, as a share of the outline, times I's perimeter.
+    """
 
     tolerance_px: int = 2
     found_coverage: float = 0.5
