@@ -204,6 +204,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_train_pixels(args: argparse.Namespace) -> int:
     """``train --masks``: the pixel stage, started from the ``--resume`` classifier."""
+    from defectcam.training.loop import TrainConfig
     from defectcam.training.pixel_loop import PixelConfig
     from defectcam.training.pixel_pipeline import PixelTraining, train_pixels_from_clicks
 
