@@ -80,6 +80,49 @@ def quality_rows(reports: list[Path]) -> tuple[list[str], list[str]]:
     return rows, notes
 
 
+def _pair(model: dict | None, base: dict | None, key: str, fmt) -> str:
+    """``model / baseline`` of one figure ("-" when the round has no such run)."""
+    if model is None:
+        return "-"
+    return fmt(model[key]) + (f" / {fmt(base[key])}" if base else "")
+
+
+def _split_runs(runs: dict) -> tuple[dict | None, dict | None]:
+    """(the model's run, the first baseline run) of a ``rounds.json`` evaluation."""
+    model = next((v for n, v in runs.items() if not n.startswith("baseline")), None)
+    base = next((v for n, v in runs.items() if n.startswith("baseline")), None)
+    return model, base
+
+
+def rounds_rows(loop: Path) -> list[str]:
+    """The annotation loop per defect and round (``scripts/annotation_rounds.py`` writes
+    ``<loop>/<defect>/rounds.json``): the round's model on validation beside the
+    learning-free baseline, its training time, and the proposing model on its own batch."""
+    rows = ["| defect | round | training min (best epoch) | held-apart pixel IoU | "
+            "val pixel IoU model / baseline | val FP/img | val Eq. 3 | val edit-cost | "
+            "batch k by round k-1: Eq. 3 / edit-cost |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    iou = lambda x: f"{x:.3f}"  # noqa: E731
+    for path in sorted(loop.glob("*/rounds.json")):
+        for k, r in sorted(json.loads(path.read_text()).items(), key=lambda kv: int(kv[0])):
+            t = r.get("training", {})
+            trained = f"{t['seconds'] / 60:.0f} ({t.get('best_epoch')})" if t.get("seconds") \
+                else "-"
+            held = (t.get("held_apart") or {}).get("val_pixel_iou")
+            model, base = _split_runs(r.get("val", {}))
+            proposer, _ = _split_runs(r.get("batch_saving", {}))
+            batch = (f"{pct(proposer['eq3'])} / {pct(proposer['edit_cost'])}" if proposer
+                     else "-")
+            rows.append(
+                f"| {path.parent.name} | {k} | {trained} | "
+                f"{iou(held) if held is not None else '-'} | "
+                f"{_pair(model, base, 'pixel_iou', iou)} | "
+                f"{_pair(model, base, 'fp_per_image', lambda x: f'{x:.2f}')} | "
+                f"{_pair(model, base, 'eq3', pct)} | {_pair(model, base, 'edit_cost', pct)} | "
+                f"{batch} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=REPO / "weights")
@@ -88,12 +131,22 @@ def main() -> None:
     parser.add_argument("--experiments", type=Path,
                         default=REPO / "docs" / "model_card_experiments.md",
                         help="the experiment log (every configuration tried, kept or not)")
+    parser.add_argument("--rounds", type=Path, default=None,
+                        help="the annotation loop's folder (scripts/annotation_rounds.py "
+                             "--work), for its table of rounds")
     args = parser.parse_args()
     quality, notes = quality_rows(args.eval)
     text = [args.intro.read_text().rstrip(), "", "## Training (from the weights' metadata)", "",
             *training_rows(args.weights), "",
             "## Proposal quality on the validation splits (`defectcam evaluate`)", "",
             *quality, "", "Runs:", *notes, ""]
+    if args.rounds is not None:
+        text += ["## The annotation loop, round by round (`scripts/annotation_rounds.py`)", "",
+                 "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
+                 "Round k: the round k-1 model proposed on batch k (its saving there is the "
+                 "team's), the finished batch and the feedback clicks trained round k. "
+                 "Validation: `defectcam evaluate --split val`, the learning-free baseline in "
+                 "the same run.", "", *rounds_rows(args.rounds), ""]
     if args.experiments.is_file():
         text += [args.experiments.read_text().rstrip(), ""]
     (args.weights / "README.md").write_text("\n".join(text) + "\n")
