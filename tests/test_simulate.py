@@ -172,8 +172,8 @@ def test_hard_negatives_click_inside_rejected_proposals_only(tmp_path):
     found = hard_negative_clicks(propose, [pair], "crack", min_distance=40, max_side=200)
     assert (found.images, found.proposals, found.false_positives) == (1, 3, 2)
     (clicks,) = found.clicks.values()
-    assert len(clicks) == 1
-    x, y = clicks[0]
+    assert len(clicks) == 1 and clicks[0].label == "no-defect"
+    x, y = clicks[0].x, clicks[0].y
     assert 250 <= x < 330 and 200 <= y < 260
     assert min_distance_to(mask, np.array([[x, y]])) >= 40
     ann = simulate_clicks([pair], "crack", seed=0, min_area=10, negatives_per_image=2,
@@ -183,6 +183,46 @@ def test_hard_negatives_click_inside_rejected_proposals_only(tmp_path):
     assert len(ann.images[0].shapes) == before + 1
     assert ann.images[0].shapes[-1].label == "no-defect"
     assert add_negative_clicks(ann, {"elsewhere.jpg": [(1.0, 1.0)]}) == 0
+
+
+def test_hard_negatives_on_another_defect_click_that_defect(tmp_path):
+    """A phinet photo (1 crack, 2 spalling): a spalling proposal on the crack is rejected by
+    the simulated annotator as the feedback rule does: a crack click inside the overlap (the
+    spalling classifier's negative), none on the spalling; one on clean concrete gives a
+    no-defect click clear of both defects."""
+    classes = np.zeros((300, 400), np.uint8)
+    classes[40:60, 20:380] = 1  # a wide crack band
+    classes[200:280, 20:100] = 2  # a spalled patch
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "p.jpg"), np.full((300, 400, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "p.png"), classes)
+    pair = ImagePair(tmp_path / "images" / "p.jpg", tmp_path / "masks" / "p.png", "phinet",
+                     "concrete/phinet/images/p.jpg")
+    answer = np.zeros((300, 400), bool)
+    answer[30:70, 250:330] = True  # on the crack, far from the spalling
+    answer[120:170, 250:330] = True  # clean concrete
+    answer[210:260, 40:80] = True  # on the spalling itself: kept, no click
+
+    def propose(image):
+        return mask_to_proposals(answer, "spalling", min_area=4)
+
+    found = hard_negative_clicks(propose, [pair], "spalling", min_distance=20, max_side=400)
+    assert (found.proposals, found.false_positives) == (3, 2)
+    clicks = found.clicks[pair.name]
+    by_label = {c.label: c for c in clicks}
+    assert sorted(by_label) == ["crack", "no-defect"] and len(clicks) == 2
+    crack = by_label["crack"]
+    assert classes[int(crack.y), int(crack.x)] == 1 and 250 <= crack.x < 330
+    clean = by_label["no-defect"]
+    assert 120 <= clean.y < 170 and classes[int(clean.y), int(clean.x)] == 0
+    assert min_distance_to(classes > 0, np.array([[clean.x, clean.y]])) >= 20
+    # what spalling training reads from it: the crack click is a spalling negative
+    ann = simulate_clicks([pair], "spalling", seed=0, negatives_per_image=0, min_distance=20)
+    assert add_negative_clicks(ann, found.clicks) == 2
+    (clicks,) = clicks_from_annotations(ann, "spalling", other_labels=("crack", "rust"),
+                                        clearance=30)
+    assert clicks.other_label_negatives == 1 and len(clicks.negatives) == 2
 
 
 def test_simulate_command_mines_hard_negatives_with_real_weights(tmp_path, shared_data,

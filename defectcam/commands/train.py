@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from defectcam.config import PRECISION_NAMES
@@ -63,8 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--defect", required=True, help="label of the positive clicks")
     t.add_argument("--clicks", type=Path, nargs="+", required=True,
                    help="CVAT for images 1.1 XML export(s); several are merged")
-    t.add_argument("--images", type=Path, required=True,
-                   help="folder the export's image names are relative to")
+    t.add_argument("--images", type=Path, nargs="+", required=True,
+                   help="folder(s) the exports' image names are relative to, e.g. the data "
+                        "set's root and a CVAT export's images/ (each image is found by its "
+                        "exact relative path or its content hash; a name two folders hold "
+                        "differently is an error)")
     t.add_argument("--out", type=Path, required=True,
                    help="weights file (.safetensors) or folder (then <defect>.safetensors)")
     t.add_argument("--negative-label", default=NEGATIVE_LABEL,
@@ -74,18 +78,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "fresh classifier)")
     t.add_argument("--freeze-batchnorm", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes when fine-tuning)")
-    t.add_argument("--working-scale", type=float, default=1.0,
+    t.add_argument("--working-scale", type=float, default=None,
                    help="shrink images by this factor before cropping, and record it in the "
                         "weights so that inference shrinks frames alike (blobs such as rust: "
-                        "0.5 sees 4x more context per crop and runs 4x fewer pixels)")
-    t.add_argument("--working-max-side", type=int, default=0,
+                        "0.5 sees 4x more context per crop and runs 4x fewer pixels; default: "
+                        "the --resume weights', else 1)")
+    t.add_argument("--working-max-side", type=int, default=None,
                    help="also shrink images whose longer side exceeds this many px (after "
                         "--working-scale) to it, and record it in the weights (0: no limit; "
                         "blobs such as rust: 1024 trains and serves every camera's frames at "
-                        "one size)")
-    t.add_argument("--crop-size", type=int, default=320, help="training crop side in px")
-    t.add_argument("--crops-per-click", type=int, default=5,
-                   help="crops around each click (shifted so the click is not always central)")
+                        "one size; default: the --resume weights', else 0)")
+    t.add_argument("--crop-size", type=int, default=None,
+                   help="training crop side in px (default: the --resume weights', else 320)")
+    t.add_argument("--crops-per-click", type=int, default=None,
+                   help="crops around each click, shifted so the click is not always central "
+                        "(default: the --resume weights', else 5)")
+    t.add_argument("--no-other-label-negatives", action="store_true",
+                   help="read only --negative-label clicks as negatives (default: the other "
+                        "defects' clicks are negatives too, where no clicked defect of this "
+                        "label lies within a crop's reach)")
+    t.add_argument("--force", action="store_true",
+                   help="with --resume: write the fine-tuned weights even when they score "
+                        "worse than the resumed ones on the held-apart crops (default: they "
+                        "are kept beside as OUT.candidate.safetensors and the command fails)")
     t.add_argument("--epochs", type=int, default=10, help="passes over the crops")
     t.add_argument("--batch-size", type=int, default=32,
                    help="crops per optimiser step (by gradient accumulation)")
@@ -145,12 +160,13 @@ def run_simulate(args: argparse.Namespace) -> int:
             report=print)
         added = add_negative_clicks(annotations, hard.clicks)
         note = (f"; hard negatives: {hard.false_positives} of {hard.proposals} proposals on "
-                f"{hard.images} photos touched no {args.defect}, {added} clicked")
+                f"{hard.images} photos touched no {args.defect}, {added} clicks from them")
     write_cvat_xml(annotations, args.out)
-    shapes = [s for im in annotations.images for s in im.shapes]
-    positives = sum(s.label == args.defect for s in shapes)
-    print(f"{args.out}: {len(annotations.images)} images, {positives} {args.defect} clicks, "
-          f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks{note}")
+    counts = Counter(s.label for im in annotations.images for s in im.shapes)
+    others = "".join(f", {n} {label} clicks" for label, n in sorted(counts.items())
+                     if label not in (args.defect, NEGATIVE_LABEL))
+    print(f"{args.out}: {len(annotations.images)} images, {counts[args.defect]} {args.defect} "
+          f"clicks, {counts[NEGATIVE_LABEL]} {NEGATIVE_LABEL} clicks{others}{note}")
     return 0
 
 
@@ -174,7 +190,9 @@ def run_train(args: argparse.Namespace) -> int:
                         holdout=args.holdout, max_holdout_crops=args.max_holdout_crops,
                         tile_size=args.tile_size, seed=args.seed,
                         working_scale=args.working_scale,
-                        working_max_side=args.working_max_side, config=config)
+                        working_max_side=args.working_max_side,
+                        other_labels=() if args.no_other_label_negatives else None,
+                        force=args.force, config=config)
     summary = train_from_clicks(job)
     if summary is not None:  # None on the other ranks of a torchrun job
         print(json.dumps(summary))

@@ -27,7 +27,7 @@ from defectcam.data.cvat_xml import (
     defect_labels,
     write_cvat_xml,
 )
-from defectcam.data.sources import ImagePair, load_defect_mask
+from defectcam.data.sources import ImagePair, known_defect_masks, load_defect_mask
 
 
 @dataclass
@@ -250,16 +250,71 @@ def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: 
     ``crop_size``: also keep every negative training crop that ``build_crop_set`` may cut
     around the click (half the size plus its jitter, crop_size // 8) free of kept defects.
     """
-    allowed = proposal_region.copy()
-    if kept.any():
-        dist = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2,
-                                     cv2.DIST_MASK_PRECISE)
-        allowed &= dist >= min_distance
-        if crop_size:
-            reach = crop_size // 2 + crop_size // 8
-            kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-            allowed &= cv2.dilate(kept.astype(np.uint8), kernel) == 0
-    return deepest_point(allowed)
+    return deepest_point(proposal_region & _clear_of(kept, kept.shape, min_distance,
+                                                     crop_size))
+
+
+def _clear_of(mask: np.ndarray | None, shape: tuple[int, int], min_distance: float,
+              crop_size: int | None) -> np.ndarray:
+    """Pixels at least ``min_distance`` px from every ``mask`` pixel and, with ``crop_size``,
+    whose negative training crops (half the size plus its jitter) hold none of it."""
+    if mask is None or not mask.any():
+        return np.ones(shape, dtype=bool)
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    clear = dist >= min_distance
+    if crop_size:
+        reach = crop_size // 2 + crop_size // 8
+        kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+        clear &= cv2.dilate(mask.astype(np.uint8), kernel) == 0
+    return clear
+
+
+@dataclass(frozen=True)
+class LabelledClick:
+    """One click a decision gave: ``label`` is what the place shows (the negative label, or
+    another defect); ``x``, ``y`` in image pixels."""
+
+    label: str
+    x: float
+    y: float
+
+
+def rejection_clicks(region: np.ndarray, label: str, kept: dict[str, np.ndarray],
+                     min_distance: float, crop_size: int | None = None,
+                     negative_label: str = NEGATIVE_LABEL) -> list[LabelledClick]:
+    """What rejecting a ``label`` proposal over ``region`` teaches, given the defects the
+    image keeps (``kept``: label -> pixels).
+
+    - Where the region lies on no kept defect: a ``negative_label`` click at its deepest
+      point at least ``min_distance`` px from every kept defect (:func:`negative_click`).
+    - Where it lies on another kept defect: a click of that defect at the deepest point of
+      the overlap at least ``min_distance`` px from kept ``label`` (and, with ``crop_size``,
+      clear of it for any negative crop): "this is rust, not spalling". Training reads
+      other defects' clicks as negatives (``clicks_from_annotations(other_labels=...)``).
+
+    Either may be missing (too close to a kept defect of the same label); a region on both
+    clean surface and another defect gives both.
+    """
+    shape = region.shape
+    own = kept.get(label)
+    others = {k: m for k, m in kept.items() if k != label and m is not None and m.any()}
+    every = np.zeros(shape, dtype=bool)
+    for mask in kept.values():
+        if mask is not None:
+            every |= mask
+    out = []
+    xy = negative_click(region, every, min_distance, crop_size)
+    if xy is not None:
+        out.append(LabelledClick(negative_label, *xy))
+    if others:
+        on_other = region & np.any(list(others.values()), axis=0)
+        on_other &= _clear_of(own, shape, min_distance, crop_size)
+        xy = deepest_point(on_other)
+        if xy is not None:
+            x, y = int(xy[0]), int(xy[1])
+            other = next(k for k, m in others.items() if m[y, x])
+            out.append(LabelledClick(other, *xy))
+    return out
 
 
 # --------------------------------------------------------------------------- hard negatives
@@ -267,10 +322,11 @@ def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: 
 
 @dataclass
 class HardNegatives:
-    """What proposing on annotated photos found: per image name, negative clicks (x, y) in
-    image pixels, one inside each proposal that touches no defect; and the counts."""
+    """What proposing on annotated photos found: per image name, the clicks the rejections
+    gave (:func:`rejection_clicks`: negatives, or another defect the proposal lay on), in
+    image pixels; and the counts."""
 
-    clicks: dict[str, list[tuple[float, float]]]
+    clicks: dict[str, list[LabelledClick]]
     images: int = 0
     proposals: int = 0
     false_positives: int = 0
@@ -286,11 +342,14 @@ def hard_negative_clicks(
     max_side: int = 1024,
     read_image=None,
     report=None,
+    negative_label: str = NEGATIVE_LABEL,
 ) -> HardNegatives:
     """The product's own loop on training photos: propose, let the simulated annotator
-    reject every proposal that touches no ``defect`` pixel, and click a negative inside it
-    (the deepest point at least ``min_distance`` px from every defect pixel, and clear of
-    defects for any ``crop_size`` training crop around it, as :func:`negative_click`).
+    reject every proposal that touches no ``defect`` pixel, and click what the rejection
+    teaches, by the rule ``defectcam feedback`` applies to a real annotator's rejections
+    (:func:`rejection_clicks`, with every defect the photo's masks hold as kept): a negative
+    inside the proposal clear of every defect, and where it lies on another defect (rust
+    under a spalling proposal) a click of that defect.
 
     ``propose(image) -> list[Proposal]`` answers as the product does (the weights' own
     settings, CVAT's confidence threshold); it sees the photo shrunk to ``max_side`` on its
@@ -301,8 +360,9 @@ def hard_negative_clicks(
     found = HardNegatives({})
     for n, pair in enumerate(pairs, 1):
         image = read_image(pair.image)
-        truth = load_defect_mask(pair, defect)
-        height, width = truth.shape
+        kept = known_defect_masks(pair)
+        height, width = next(iter(kept.values())).shape
+        truth = kept.setdefault(defect, np.zeros((height, width), dtype=bool))
         if image.shape[:2] != truth.shape:
             raise ValueError(f"{pair.image}: image {image.shape[1]}x{image.shape[0]} but mask "
                              f"{width}x{height}")
@@ -310,7 +370,7 @@ def hard_negative_clicks(
         proposals = propose(np.ascontiguousarray(small))
         found.images += 1
         found.proposals += len(proposals)
-        clicks = []
+        clicks: list[LabelledClick] = []
         for proposal in proposals:
             region = proposal.full_mask(small.shape[0], small.shape[1])
             if scale != 1.0:
@@ -319,25 +379,29 @@ def hard_negative_clicks(
             if (region & truth).any():
                 continue
             found.false_positives += 1
-            xy = negative_click(region, truth, min_distance, crop_size)
-            if xy is not None:
-                clicks.append(xy)
+            clicks += rejection_clicks(region, defect, kept, min_distance, crop_size,
+                                       negative_label)
         if clicks:
             found.clicks[pair.name] = clicks
         if report is not None:
             report(f"hard negatives {n}/{len(pairs)} {pair.name}: {len(proposals)} proposals, "
-                   f"{len(clicks)} rejected")
+                   f"{len(clicks)} clicks from rejections")
     return found
 
 
-def add_negative_clicks(annotations: CvatAnnotations, clicks: dict[str, list[tuple]],
+def add_negative_clicks(annotations: CvatAnnotations,
+                        clicks: dict[str, list[LabelledClick | tuple[float, float]]],
                         negative_label: str = NEGATIVE_LABEL) -> int:
-    """Append ``clicks`` (per image name) to the matching images of ``annotations`` as
-    negative ``points``; returns how many were added (images not in the export are skipped)."""
+    """Append ``clicks`` (per image name; a bare (x, y) is a ``negative_label`` click) to the
+    matching images of ``annotations`` as ``points``; returns how many were added (images
+    not in the export are skipped)."""
     added = 0
     for image in annotations.images:
-        for xy in clicks.get(image.name, []):
-            image.shapes.append(CvatShape("points", negative_label,
-                                          np.asarray([xy], dtype=np.float64), source="manual"))
+        for click in clicks.get(image.name, []):
+            if not isinstance(click, LabelledClick):
+                click = LabelledClick(negative_label, *click)
+            image.shapes.append(CvatShape("points", click.label,
+                                          np.asarray([[click.x, click.y]], dtype=np.float64),
+                                          source="manual"))
             added += 1
     return added
