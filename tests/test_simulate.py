@@ -251,3 +251,26 @@ def test_simulate_command_mines_hard_negatives_with_real_weights(tmp_path, share
     counts = [(len(a.shapes), len(b.shapes)) for a, b in zip(old.images, new.images,
                                                              strict=True)]
     assert sum(b - a for a, b in counts) >= 1 and all(b >= a for a, b in counts)
+
+
+def test_simulate_other_defects_on_real_phinet_photos(shared_data):
+    """On phinet (crack and spalling masks) a spalling annotator that labels every defect
+    clicks the cracks too, keeps no-defect clicks off both, and leaves its own spalling
+    clicks as they were without the option."""
+    pairs = [p for p in list_pairs("phinet", shared_data)
+             if {1, 2} <= set(np.unique(cv2.imread(str(p.mask), cv2.IMREAD_UNCHANGED)))][:3]
+    assert pairs, "no phinet photo with both crack and spalling"
+    plain = simulate_clicks(pairs, "spalling", seed=1, min_distance=10)
+    full = simulate_clicks(pairs, "spalling", seed=1, min_distance=10, other_defects=True)
+    for pair, a, b in zip(pairs, plain.images, full.images, strict=True):
+        crack = load_defect_mask(pair, "crack")
+        spalling = load_defect_mask(pair, "spalling")
+        same = [s.points.tolist() for s in a.shapes if s.label == "spalling"]
+        assert same == [s.points.tolist() for s in b.shapes if s.label == "spalling"]
+        cracks = np.array([s.points[0] for s in b.shapes if s.label == "crack"], int)
+        assert len(cracks) and crack[cracks[:, 1], cracks[:, 0]].all()
+        clean = np.array([s.points[0] for s in b.shapes if s.label == "no-defect"])
+        if len(clean):
+            assert (min_distance_to(crack | spalling, clean) >= 10).all()
+    (c, *_) = clicks_from_annotations(full, "spalling", other_labels=("crack",), clearance=0)
+    assert c.other_label_negatives > 0

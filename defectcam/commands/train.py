@@ -50,6 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also click negatives on up to N photos of each source that does not "
                         "label this defect (same split; the other defects' photos, which the "
                         "classifier sees in CVAT too)")
+    p.add_argument("--other-defects", action="store_true",
+                   help="also click every other defect the photos' masks hold (one click per "
+                        "component, labelled with that defect: training reads them as "
+                        "negatives where no clicked defect of its own is near) and keep "
+                        "no-defect clicks clear of every defect")
     p.add_argument("--hard-negatives", type=Path, default=None, metavar="WEIGHTS",
                    help="the product's own loop: propose on the chosen photos with these "
                         "weights (their settings, CVAT's threshold 0.5) and click a negative "
@@ -99,8 +104,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "label lies within a crop's reach)")
     t.add_argument("--force", action="store_true",
                    help="with --resume: write the fine-tuned weights even when they score "
-                        "worse than the resumed ones on the held-apart crops (default: they "
-                        "are kept beside as OUT.candidate.safetensors and the command fails)")
+                        "worse than the resumed ones on the held-apart crops (default: OUT is "
+                        "left as it was, the fine-tune stays in candidate/ beside it, and the "
+                        "command fails saying by how much)")
     t.add_argument("--epochs", type=int, default=10, help="passes over the crops")
     t.add_argument("--batch-size", type=int, default=32,
                    help="crops per optimiser step (by gradient accumulation)")
@@ -149,7 +155,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                              f"classifier there (found: {', '.join(proposer.labels)})")
     annotations = simulate_clicks(chosen, args.defect, args.seed,
                                   negatives_per_image=args.negatives_per_image,
-                                  min_distance=args.min_distance, crop_size=args.crop_size)
+                                  min_distance=args.min_distance, crop_size=args.crop_size,
+                                  other_defects=args.other_defects)
     note = ""
     if proposer is not None:
         mined = seeded_choice(chosen, args.hard_images, args.seed)

@@ -30,12 +30,6 @@ from defectcam.data.cvat_xml import (
 from defectcam.data.sources import ImagePair, known_defect_masks, load_defect_mask
 
 
-@dataclass
-class SimulatedClicks:
-    positives: np.ndarray  # (N, 2) x,y integer pixel coordinates
-    negatives: np.ndarray  # (M, 2)
-
-
 def _block_any(mask: np.ndarray, factor: int) -> np.ndarray:
     """Downsample by ``factor`` keeping a block True if any of its pixels is."""
     h, w = mask.shape
@@ -153,25 +147,6 @@ def negative_clicks(
     return np.stack([xs, ys], axis=1).astype(np.int64)
 
 
-def simulate_image(
-    mask: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    min_area: int = 16,
-    max_positives: int | None = None,
-    negatives: int = 5,
-    min_distance: float = 64.0,
-    max_side: int = 1024,
-    crop_size: int | None = None,
-    crop_jitter: int | None = None,
-) -> SimulatedClicks:
-    """The clicks an annotator would give on one image whose defect mask is ``mask``."""
-    return SimulatedClicks(
-        positive_clicks(mask, rng, min_area, max_positives),
-        negative_clicks(mask, rng, negatives, min_distance, max_side, crop_size, crop_jitter),
-    )
-
-
 def _image_size(path: Path) -> tuple[int, int]:
     """Upright (width, height), as CVAT shows the frame (it applies EXIF orientation, and so
     does ``cv2.imread`` in ``crops.read_rgb``); reads the header only."""
@@ -195,31 +170,43 @@ def simulate_clicks(
     crop_jitter: int | None = None,
     negative_label: str = NEGATIVE_LABEL,
     path: str | Path | None = None,
+    other_defects: bool = False,
 ) -> CvatAnnotations:
     """Simulated click annotations for ``defect`` on ``pairs`` (one CVAT image each).
 
     Pass the training ``crop_size`` (and ``crop_jitter`` if not the default) to keep
     defects out of every negative crop (see :func:`negative_clicks`).
 
+    ``other_defects``: the annotator also clicks every other defect the photo's masks hold
+    (one click per component, labelled with that defect; training reads them as negatives
+    for ``defect`` where no ``defect`` is near), and keeps the negative-label clicks clear
+    of every defect, as an annotator labelling all defects of a task does.
+
     Each image gets its own generator seeded by (seed, index), so one image's clicks do
     not depend on the others'. With ``path`` the result is also written as CVAT XML.
     """
     images = []
     for index, pair in enumerate(pairs):
-        mask = load_defect_mask(pair, defect)
+        known = known_defect_masks(pair) if other_defects else {}
+        mask = known.get(defect) if other_defects else load_defect_mask(pair, defect)
+        if mask is None:
+            mask = np.zeros(next(iter(known.values())).shape, dtype=bool)
         width, height = _image_size(pair.image)
         if (height, width) != mask.shape:
             raise ValueError(f"{pair.image}: image {width}x{height} but mask "
                              f"{mask.shape[1]}x{mask.shape[0]}")
         rng = np.random.default_rng([seed, index])
-        clicks = simulate_image(mask, rng, min_area=min_area, max_positives=max_positives,
-                                negatives=negatives_per_image, min_distance=min_distance,
-                                max_side=max_side, crop_size=crop_size,
-                                crop_jitter=crop_jitter)
+        positives = positive_clicks(mask, rng, min_area, max_positives)
+        negatives = negative_clicks(np.any([mask, *known.values()], axis=0), rng,
+                                    negatives_per_image, min_distance, max_side, crop_size,
+                                    crop_jitter)
+        groups = [(defect, positives), (negative_label, negatives)]
+        others = np.random.default_rng([seed, index, 1])  # the defect's own clicks unchanged
+        groups += [(label, positive_clicks(known[label], others, min_area, max_positives))
+                   for label in sorted(known) if label != defect]
         shapes = [
             CvatShape("points", label, np.asarray([xy], dtype=np.float64), source="manual")
-            for label, pts in ((defect, clicks.positives), (negative_label, clicks.negatives))
-            for xy in pts
+            for label, pts in groups for xy in pts
         ]
         images.append(CvatImage(index, pair.name, width, height, shapes))
     annotations = CvatAnnotations(defect_labels(negative_label), images,

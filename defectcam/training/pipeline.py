@@ -20,7 +20,6 @@ from defectcam.core.weights import (
     check_working_max_side,
     load_weights,
     save_weights,
-    sidecar_path,
 )
 from defectcam.data.crops import ClickCropDataset, at_working_scale, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
@@ -123,8 +122,11 @@ def _score(model, dataset, metadata: WeightsMetadata) -> tuple[str, float]:
     return held_apart_score(probs, labels)
 
 
-def _candidate_path(out: Path) -> Path:
-    return out.with_name(out.name.removesuffix(".safetensors") + ".candidate.safetensors")
+def candidate_path(out: Path) -> Path:
+    """Where a fine-tune trains before its weights may replace ``out``: a ``candidate``
+    folder beside it (weights folders are read flat, so a candidate there is never served),
+    which keeps the run's log, curves and checkpoint."""
+    return out.parent / "candidate" / out.name
 
 
 def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
@@ -132,10 +134,10 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     summary (weights path, best validation F1 and epoch, CAM scale, seconds, device), or
     None on the ranks other than 0 of a torchrun job (rank 0 alone calibrates and writes).
 
-    A fine-tune (``resume``) trains into ``<out stem>.candidate.safetensors`` and moves the
-    result to ``out`` only when it scores at least as well as the resumed weights on the
-    same held-apart crops (or with ``force``); otherwise it raises
-    :class:`WorseThanResumedError` saying by how much, and leaves the candidate beside.
+    A fine-tune (``resume``) trains into :func:`candidate_path` and writes ``out`` only when
+    it scores at least as well as the resumed weights on the same held-apart crops (or with
+    ``force``); otherwise it raises :class:`WorseThanResumedError` saying by how much, and
+    ``out`` (which may be the resumed file itself) is left as it was.
     """
     resumed = load_weights(job.resume)[1] if job.resume is not None else None
     job = resolve_settings(job, resumed, report)
@@ -203,7 +205,7 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     before = None
     if job.resume is not None:
         before = _score(load_weights(job.resume)[0], val_set, resumed)
-    target = _candidate_path(out) if job.resume is not None else out
+    target = candidate_path(out) if job.resume is not None else out
     result = train_classifier(train_set, val_set, metadata, target, job.config,
                               init_weights=job.resume)
     if dist.is_available() and dist.is_initialized():  # under torchrun (DDP)
@@ -212,6 +214,8 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
         if rank != 0:
             return None  # rank 0 alone calibrates, writes the weights and reports
     model, best = load_weights(target)
+    if target != out:  # a finished fine-tune: a later round must not resume this run
+        target.with_name(target.stem + ".checkpoint.safetensors").unlink(missing_ok=True)
     positives = Subset(val_set.dataset, [i for i in val_idx if labels[i] >= 0.5])
     scale = calibrate_cam_scale(model, positives, best) if len(positives) else 0.0
     if scale > 0.0:
@@ -238,12 +242,9 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
                 f"the fine-tuned {job.defect} weights score {after[0]} {after[1]:.3f} on "
                 f"{len(val_idx)} held-apart crops, the resumed {job.resume} {before[1]:.3f}: "
                 f"{out} not written (the candidate is {target}); add clicks, or pass --force "
-                "to write it anyway")
+                "to write such a run anyway")
         if worse:
             report(f"note: --force: writing weights worse than {job.resume} on held-apart "
                    f"crops ({after[0]} {after[1]:.3f} < {before[1]:.3f})")
     save_weights(model, best, out)
-    if target != out:
-        for path in (target, sidecar_path(target)):
-            path.unlink(missing_ok=True)
     return summary
