@@ -259,7 +259,8 @@ def test_short_finetune_lowers_score_on_rejected_regions(judged, weights):
                 str(folder / "images"), "--out", str(tuned), "--crop-size", str(CROP),
                 "--crops-per-click", "2", "--epochs", "2", "--batch-size", "8",
                 "--micro-batch", "8", "--max-steps-per-epoch", "4", "--lr", "1e-4",
-                "--holdout", "0.25", "--device", "cpu", "--no-progress"]) == 0
+                "--holdout", "0.25", "--device", "cpu", "--no-progress",
+                "--force"]) == 0  # the held-apart comparison: tests/test_train_round.py
     before = _mean_score(weights / "crack.safetensors", folder, rejected)
     after = _mean_score(tuned, folder, rejected)
     print(f"score on rejected regions {before:.4f} -> {after:.4f}")

@@ -112,15 +112,24 @@ def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | 
                 shapes.append(_click(label, x, y))
             origins.append(origin)
 
+        pixels: list[np.ndarray | None] = []  # the frame, read once if a box needs it
+
+        def shape_points(shape: CvatShape, verdict=verdict, pixels=pixels) -> np.ndarray:
+            if shape.kind != "box":
+                return shape_clicks(shape)
+            if not pixels:
+                pixels.append(_image_pixels(verdict))
+            return box_click(shape, pixels[0])
+
         for d in verdict.decisions:
             origin = ClickOrigin(image.name, d.request_id, d.index, d.label, d.decision,
                                  None, None)
             if d.decision in ("accepted", "modified"):
                 origin.teaches = [(d.label, 1)]
-                add(origin, d.label, shape_clicks(image.shapes[d.shape_index]))
+                add(origin, d.label, shape_points(image.shapes[d.shape_index]))
             elif d.decision == "relabelled":
                 origin.teaches = [(d.new_label, 1), (d.label, -1)]
-                add(origin, d.new_label, shape_clicks(image.shapes[d.shape_index]))
+                add(origin, d.new_label, shape_points(image.shapes[d.shape_index]))
             else:
                 kept = kept_by_label(verdict, negative_label) if kept is None else kept
                 region = proposals[(d.request_id, d.index)].region(image.height, image.width)
@@ -136,15 +145,8 @@ def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | 
                     if on_other:
                         origin.teaches.append((c.label, 1))
                     add(origin, c.label, np.array([[c.x, c.y]]))
-        pixels = None
         for m in verdict.missed:
-            shape = image.shapes[m.shape_index]
-            if shape.kind == "box":
-                pixels = _image_pixels(verdict) if pixels is None else pixels
-                points = box_click(shape, pixels)
-            else:
-                points = shape_clicks(shape)
-            for xy in points:
+            for xy in shape_points(image.shapes[m.shape_index]):
                 add(ClickOrigin(image.name, None, None, m.label, "missed", None, None,
                                 [(m.label, 1)]), m.label, xy[None])
         if shapes:

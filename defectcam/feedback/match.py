@@ -288,10 +288,3 @@ def kept_by_label(verdict: ImageVerdict,
             for x, y in np.asarray(shape.points, dtype=float).reshape(-1, 2):
                 mask[int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))] = True
     return out
-
-
-def kept_region(verdict: ImageVerdict) -> np.ndarray:
-    """Every defect the image keeps after review, all labels together."""
-    masks = list(kept_by_label(verdict).values())
-    h, w = verdict.image.height, verdict.image.width
-    return np.any(masks, axis=0) if masks else np.zeros((h, w), dtype=bool)

@@ -125,7 +125,7 @@ def _score(model, dataset, metadata: WeightsMetadata) -> tuple[str, float]:
 def candidate_path(out: Path) -> Path:
     """Where a fine-tune trains before its weights may replace ``out``: a ``candidate``
     folder beside it (weights folders are read flat, so a candidate there is never served),
-    which keeps the run's log, curves and checkpoint."""
+    which keeps the run's log and curves."""
     return out.parent / "candidate" / out.name
 
 
@@ -139,7 +139,7 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     ``force``); otherwise it raises :class:`WorseThanResumedError` saying by how much, and
     ``out`` (which may be the resumed file itself) is left as it was.
     """
-    resumed = load_weights(job.resume)[1] if job.resume is not None else None
+    resumed_model, resumed = load_weights(job.resume) if job.resume else (None, None)
     job = resolve_settings(job, resumed, report)
     if not 0.0 < job.working_scale <= 1.0:
         raise ValueError(f"--working-scale must be within (0, 1], got {job.working_scale}")
@@ -202,9 +202,8 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
            f"{t['negative_clicks']} negative, of them {t['other_label_negative_clicks']} "
            f"other defects' clicks; crops of {job.crop_size} px, {job.crops_per_click} "
            "per click)")
-    before = None
-    if job.resume is not None:
-        before = _score(load_weights(job.resume)[0], val_set, resumed)
+    before = _score(resumed_model, val_set, resumed) if resumed_model is not None else None
+    del resumed_model
     target = candidate_path(out) if job.resume is not None else out
     result = train_classifier(train_set, val_set, metadata, target, job.config,
                               init_weights=job.resume)
