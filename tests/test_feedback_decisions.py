@@ -127,7 +127,8 @@ def rusty_export(tmp_path):
     log = ProposalLog(tmp_path / "log.sqlite")
     # IoU with the rust 0.16: not a relabel (that would be >= 0.3), a rejection on rust
     _log_answer(log, folder / "0.png", [("spalling", _rect(30, 30, 55, 55)),
-                                        ("spalling", _rect(30, 110, 80, 150))])
+                                        ("spalling", _rect(30, 110, 80, 150)),
+                                        ("spalling", _rect(91, 20, 97, 40))])  # by the rust
     shapes = [CvatShape("polygon", "rust", _rect(20, 20, 89, 79)),
               CvatShape("box", "crack", np.array([[120.0, 10.0], [199.0, 150.0]]))]
     xml = write_cvat_xml(CvatAnnotations(LABELS, [CvatImage(0, "0.png", 200, 160, shapes)]),
@@ -142,9 +143,9 @@ def test_rejection_on_another_defect_and_a_loose_box(rusty_export):
                 str(tmp / "log.sqlite"), "--out", str(out), "--min-distance", "10"]) == 0
     report = json.loads((out / "feedback-report.json").read_text())
     spalling = report["per_defect"]["spalling"]
-    assert spalling["rejected"] == 2
-    assert spalling["clicks"]["by_decision"]["negative"] == {"rejected": 1,
-                                                             "rejected_on_other_defect": 1}
+    assert spalling["rejected"] == 3 and spalling["clicks"]["rejected_without_negative"] == 0
+    assert spalling["clicks"]["by_decision"]["negative"] == {
+        "rejected": 1, "rejected_near_other_defect": 1, "rejected_on_other_defect": 1}
     clicks = {c["decision"]: c for c in report["clicks"]}
     x, y = clicks["rejected_on_other_defect"]["click"]
     assert clicks["rejected_on_other_defect"]["click_label"] == "rust"
@@ -160,6 +161,16 @@ def test_rejection_on_another_defect_and_a_loose_box(rusty_export):
     assert report["per_defect"]["crack"]["clicks"]["by_decision"]["positive"] == {"missed": 1}
     assert report["per_defect"]["rust"]["clicks"]["by_decision"]["positive"] == {
         "missed": 1, "rejected_on_other_defect": 1}
+    # beside the rust (closer than --min-distance) and on none: "no spalling here" only
+    x, y = clicks["rejected_near_other_defect"]["click"]
+    assert 91 <= x <= 97 and 20 <= y <= 40
+    written = read_cvat_xml(out / "feedback-clicks.xml")
+    (near,) = [s for s in written.images[0].shapes if s.attributes]
+    assert near.label == "no-defect" and near.attributes == {"for": "spalling"}
+    negatives = {d: {tuple(p) for p in clicks_from_annotations(written, d)[0].negatives}
+                 for d in ("spalling", "rust")}
+    assert (near.points[0][0], near.points[0][1]) in negatives["spalling"]
+    assert (near.points[0][0], near.points[0][1]) not in negatives["rust"]
 
 
 def test_box_click_falls_back_to_the_centre_without_evidence():

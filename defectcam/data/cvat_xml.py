@@ -31,6 +31,9 @@ from defectcam.core.cvat import cvat_rle_to_mask, mask_to_cvat_rle
 from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 
+#: The attribute of a negative-label click that is a negative for one defect only
+#: (``<attribute name="for">crack</attribute>``: "no crack here", near another defect).
+NEGATIVE_FOR = "for"
 SHAPE_KINDS = ("points", "polygon", "polyline", "box", "mask", "tag")
 SHAPE_SOURCES = ("manual", "auto", "semi-auto", "file", "consensus")
 _MIN_POINTS = {"points": 1, "polyline": 2, "polygon": 3}
@@ -466,7 +469,9 @@ def clicks_from_annotations(
     """Positive (``defect``) and negative (``negative_label``) clicks per image.
 
     ``include_shapes``: polygons, masks and boxes also give one click each (not only
-    ``points``). ``sources``: keep only shapes whose ``source`` is listed. ``other_labels``:
+    ``points``). ``sources``: keep only shapes whose ``source`` is listed. A
+    ``negative_label`` click with a ``for`` attribute (:data:`NEGATIVE_FOR`) is a negative
+    for that defect only. ``other_labels``:
     the clicks of these labels (other defects) are negatives too where they apply: unless a
     ``defect`` click or ``defect`` region lies within ``clearance`` px of them (a number, or
     a function of the image's width and height: the reach of a negative training crop),
@@ -488,6 +493,8 @@ def clicks_from_annotations(
             group = "" if shape.label in other_labels else shape.label
             if group not in found or (sources and shape.source not in sources):
                 continue
+            if group == negative_label and shape.attributes.get(NEGATIVE_FOR, defect) != defect:
+                continue  # another defect's negative only
             if shape.kind != "points" and not include_shapes:
                 continue
             found[group].append(shape_clicks(shape))

@@ -21,6 +21,7 @@ from defectcam.core.image_io import shrink_to
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.crops import read_rgb
 from defectcam.data.cvat_xml import (
+    NEGATIVE_FOR,
     CvatAnnotations,
     CvatImage,
     CvatShape,
@@ -259,11 +260,13 @@ def _clear_of(mask: np.ndarray | None, shape: tuple[int, int], min_distance: flo
 @dataclass(frozen=True)
 class LabelledClick:
     """One click a decision gave: ``label`` is what the place shows (the negative label, or
-    another defect); ``x``, ``y`` in image pixels."""
+    another defect); ``x``, ``y`` in image pixels. ``only``: a negative-label click that is
+    a negative for this one defect only (written as the point's ``for`` attribute)."""
 
     label: str
     x: float
     y: float
+    only: str | None = None
 
 
 def rejection_clicks(region: np.ndarray, label: str, kept: dict[str, np.ndarray],
@@ -279,8 +282,13 @@ def rejection_clicks(region: np.ndarray, label: str, kept: dict[str, np.ndarray]
       clear of it for any negative crop): "this is rust, not spalling". Training reads
       other defects' clicks as negatives (``clicks_from_annotations(other_labels=...)``).
 
-    Either may be missing (too close to a kept defect of the same label); a region on both
-    clean surface and another defect gives both.
+    - Where it gives neither because it lies near other kept defects but not on them: a
+      ``negative_label`` click for ``label`` only (``only``; training reads it as a
+      negative for that defect alone), at the deepest point of the region at least
+      ``min_distance`` px from kept ``label``.
+
+    A region too close to a kept defect of its own label gives nothing; a region on both
+    clean surface and another defect gives both of the first two.
     """
     shape = region.shape
     own = kept.get(label)
@@ -301,6 +309,11 @@ def rejection_clicks(region: np.ndarray, label: str, kept: dict[str, np.ndarray]
             x, y = int(xy[0]), int(xy[1])
             other = next(k for k, m in others.items() if m[y, x])
             out.append(LabelledClick(other, *xy))
+    if not out:
+        xy = negative_click(region, own if own is not None else np.zeros(shape, dtype=bool),
+                            min_distance, crop_size)
+        if xy is not None:
+            out.append(LabelledClick(negative_label, *xy, only=label))
     return out
 
 
@@ -376,6 +389,12 @@ def hard_negative_clicks(
     return found
 
 
+def labelled_point(click: LabelledClick) -> CvatShape:
+    """``click`` as a CVAT ``points`` shape (a ``for`` attribute when it is one defect's)."""
+    return CvatShape("points", click.label, np.asarray([[click.x, click.y]], dtype=np.float64),
+                     source="manual", attributes={NEGATIVE_FOR: click.only} if click.only else {})
+
+
 def add_negative_clicks(annotations: CvatAnnotations,
                         clicks: dict[str, list[LabelledClick | tuple[float, float]]],
                         negative_label: str = NEGATIVE_LABEL) -> int:
@@ -387,8 +406,6 @@ def add_negative_clicks(annotations: CvatAnnotations,
         for click in clicks.get(image.name, []):
             if not isinstance(click, LabelledClick):
                 click = LabelledClick(negative_label, *click)
-            image.shapes.append(CvatShape("points", click.label,
-                                          np.asarray([[click.x, click.y]], dtype=np.float64),
-                                          source="manual"))
+            image.shapes.append(labelled_point(click))
             added += 1
     return added

@@ -5,7 +5,8 @@
   reads it as a negative for the old one, ``clicks_from_annotations(other_labels=...)``);
 - rejected proposal: a negative click inside it away from every kept defect, and where it
   lies on a kept defect of another label, a click of that label inside the overlap (away from
-  kept defects of its own label): "this is rust, not spalling";
+  kept defects of its own label): "this is rust, not spalling"; where it lies only near
+  other defects, a negative click for its label alone (``for`` attribute);
 - missed defect (drawn by hand): a click inside the drawn shape; for a box, on the defect's
   image evidence inside it (a loose box's centre may miss a thin crack).
 """
@@ -27,7 +28,12 @@ from defectcam.data.cvat_xml import (
     defect_labels,
     shape_clicks,
 )
-from defectcam.data.simulate import deepest_point, rejection_clicks
+from defectcam.data.simulate import (
+    LabelledClick,
+    deepest_point,
+    labelled_point,
+    rejection_clicks,
+)
 from defectcam.feedback.match import FeedbackMatch, ImageVerdict, kept_by_label
 
 #: What a hand-drawn box's click looks for inside the box (the refinement's evidence kinds).
@@ -54,10 +60,6 @@ class ClickOrigin:
                 "label": self.label, "decision": self.decision,
                 "click_label": self.click_label, "click": self.click,
                 "teaches": [f"{'+' if sign > 0 else '-'}{label}" for label, sign in self.teaches]}
-
-
-def _click(label: str, x: float, y: float) -> CvatShape:
-    return CvatShape(kind="points", label=label, points=np.array([[x, y]], dtype=np.float64))
 
 
 def box_click(shape: CvatShape, image: np.ndarray | None) -> np.ndarray:
@@ -106,10 +108,9 @@ def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | 
                      for p in (verdict.request.proposals if verdict.request else [])}
 
         def add(origin: ClickOrigin, label: str | None, points: np.ndarray,
-                shapes=shapes) -> None:
+                shapes=shapes, only: str | None = None) -> None:
             origin.click_label, origin.click = label, _round(points)
-            for x, y in points:
-                shapes.append(_click(label, x, y))
+            shapes += [labelled_point(LabelledClick(label, x, y, only)) for x, y in points]
             origins.append(origin)
 
         pixels: list[np.ndarray | None] = []  # the frame, read once if a box needs it
@@ -139,12 +140,13 @@ def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | 
                     add(origin, None, np.zeros((0, 2)))
                 for c in clicks:
                     on_other = c.label != negative_label
-                    origin = ClickOrigin(image.name, d.request_id, d.index, d.label,
-                                         "rejected_on_other_defect" if on_other else "rejected",
+                    kind = ("rejected_on_other_defect" if on_other
+                            else "rejected_near_other_defect" if c.only else "rejected")
+                    origin = ClickOrigin(image.name, d.request_id, d.index, d.label, kind,
                                          None, None, [(d.label, -1)])
                     if on_other:
                         origin.teaches.append((c.label, 1))
-                    add(origin, c.label, np.array([[c.x, c.y]]))
+                    add(origin, c.label, np.array([[c.x, c.y]]), only=c.only)
         for m in verdict.missed:
             for xy in shape_points(image.shapes[m.shape_index]):
                 add(ClickOrigin(image.name, None, None, m.label, "missed", None, None,
