@@ -34,7 +34,7 @@ from defectcam.data.simulate import (
     labelled_point,
     rejection_clicks,
 )
-from defectcam.feedback.match import FeedbackMatch, ImageVerdict, kept_by_label
+from defectcam.feedback.match import FeedbackMatch, ImageVerdict, ProposalDecision, kept_by_label
 
 #: What a hand-drawn box's click looks for inside the box (the refinement's evidence kinds).
 BOX_EVIDENCE = {"crack": refine.dark_lines, "spalling": refine.rough_dark,
@@ -82,17 +82,54 @@ def box_click(shape: CvatShape, image: np.ndarray | None) -> np.ndarray:
     return np.array([[(x1 + x2) / 2, (y1 + y2) / 2]], dtype=np.float64)
 
 
-def _image_pixels(verdict: ImageVerdict) -> np.ndarray | None:
-    if verdict.path is None:
-        return None
-    image = read_rgb(verdict.path)
-    if image.shape[:2] != (verdict.image.height, verdict.image.width):
-        return None  # a different frame size: the export's own coordinates cannot be used
-    return image
+class _Frame:
+    """One judged image while its clicks are written: what it keeps and its pixels, each
+    computed once and only when a decision needs them."""
+
+    def __init__(self, verdict: ImageVerdict, negative_label: str) -> None:
+        self.verdict, self.negative_label = verdict, negative_label
+        self.shapes: list[CvatShape] = []
+        self._kept: dict[str, np.ndarray] | None = None
+        self._pixels: list[np.ndarray | None] = []
+
+    def kept(self) -> dict[str, np.ndarray]:
+        if self._kept is None:
+            self._kept = kept_by_label(self.verdict, self.negative_label)
+        return self._kept
+
+    def pixels(self) -> np.ndarray | None:
+        """The frame as RGB (``None`` without its file, or when its size differs)."""
+        if not self._pixels:
+            path, image = self.verdict.path, self.verdict.image
+            rgb = read_rgb(path) if path is not None else None
+            ok = rgb is not None and rgb.shape[:2] == (image.height, image.width)
+            self._pixels.append(rgb if ok else None)
+        return self._pixels[0]
+
+    def points(self, shape: CvatShape) -> np.ndarray:
+        """The clicks a final shape stands for (a box's on its label's image evidence)."""
+        return box_click(shape, self.pixels()) if shape.kind == "box" else shape_clicks(shape)
 
 
 def _round(points: np.ndarray) -> list[float] | None:
     return [round(float(v), 2) for v in points[0]] if len(points) else None
+
+
+def _rejection(frame: _Frame, d: ProposalDecision, region: np.ndarray, min_distance: float,
+               crop_size: int | None) -> list[tuple[ClickOrigin, LabelledClick | None]]:
+    """The clicks a rejected proposal gives (:func:`rejection_clicks`), with their origins."""
+    clicks = rejection_clicks(region, d.label, frame.kept(), min_distance, crop_size,
+                              frame.negative_label)
+    out = []
+    for c in clicks:
+        on_other = c.label != frame.negative_label
+        kind = ("rejected_on_other_defect" if on_other
+                else "rejected_near_other_defect" if c.only else "rejected")
+        teaches = [(d.label, -1)] + ([(c.label, 1)] if on_other else [])
+        out.append((ClickOrigin(d.image, d.request_id, d.index, d.label, kind, None, None,
+                                teaches), c))
+    return out or [(ClickOrigin(d.image, d.request_id, d.index, d.label, "rejected", None,
+                                None), None)]
 
 
 def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | None = None,
@@ -101,58 +138,34 @@ def feedback_clicks(match: FeedbackMatch, min_distance: float, crop_size: int | 
     """The new weak labels (an export of ``points``) and, per decision, its click(s)."""
     images, origins = [], []
     for verdict in match.images:
-        image = verdict.image
-        shapes: list[CvatShape] = []
-        kept = None
+        frame, image = _Frame(verdict, negative_label), verdict.image
         proposals = {(p.request_id, p.index): p
                      for p in (verdict.request.proposals if verdict.request else [])}
-
-        def add(origin: ClickOrigin, label: str | None, points: np.ndarray,
-                shapes=shapes, only: str | None = None) -> None:
-            origin.click_label, origin.click = label, _round(points)
-            shapes += [labelled_point(LabelledClick(label, x, y, only)) for x, y in points]
-            origins.append(origin)
-
-        pixels: list[np.ndarray | None] = []  # the frame, read once if a box needs it
-
-        def shape_points(shape: CvatShape, verdict=verdict, pixels=pixels) -> np.ndarray:
-            if shape.kind != "box":
-                return shape_clicks(shape)
-            if not pixels:
-                pixels.append(_image_pixels(verdict))
-            return box_click(shape, pixels[0])
-
+        emitted: list[tuple[ClickOrigin, LabelledClick | None]] = []
         for d in verdict.decisions:
-            origin = ClickOrigin(image.name, d.request_id, d.index, d.label, d.decision,
-                                 None, None)
-            if d.decision in ("accepted", "modified"):
-                origin.teaches = [(d.label, 1)]
-                add(origin, d.label, shape_points(image.shapes[d.shape_index]))
-            elif d.decision == "relabelled":
-                origin.teaches = [(d.new_label, 1), (d.label, -1)]
-                add(origin, d.new_label, shape_points(image.shapes[d.shape_index]))
-            else:
-                kept = kept_by_label(verdict, negative_label) if kept is None else kept
+            if d.decision == "rejected":
                 region = proposals[(d.request_id, d.index)].region(image.height, image.width)
-                clicks = rejection_clicks(region, d.label, kept, min_distance, crop_size,
-                                          negative_label)
-                if not clicks:
-                    add(origin, None, np.zeros((0, 2)))
-                for c in clicks:
-                    on_other = c.label != negative_label
-                    kind = ("rejected_on_other_defect" if on_other
-                            else "rejected_near_other_defect" if c.only else "rejected")
-                    origin = ClickOrigin(image.name, d.request_id, d.index, d.label, kind,
-                                         None, None, [(d.label, -1)])
-                    if on_other:
-                        origin.teaches.append((c.label, 1))
-                    add(origin, c.label, np.array([[c.x, c.y]]), only=c.only)
+                emitted += _rejection(frame, d, region, min_distance, crop_size)
+                continue
+            label, teaches = d.label, [(d.label, 1)]
+            if d.decision == "relabelled":
+                label, teaches = d.new_label, [(d.new_label, 1), (d.label, -1)]
+            for x, y in frame.points(image.shapes[d.shape_index]):
+                emitted.append((ClickOrigin(d.image, d.request_id, d.index, d.label,
+                                            d.decision, None, None, teaches),
+                                LabelledClick(label, x, y)))
         for m in verdict.missed:
-            for xy in shape_points(image.shapes[m.shape_index]):
-                add(ClickOrigin(image.name, None, None, m.label, "missed", None, None,
-                                [(m.label, 1)]), m.label, xy[None])
-        if shapes:
-            images.append(CvatImage(image.id, image.name, image.width, image.height, shapes,
-                                    sha256=verdict.sha256))
+            for x, y in frame.points(image.shapes[m.shape_index]):
+                emitted.append((ClickOrigin(image.name, None, None, m.label, "missed", None,
+                                            None, [(m.label, 1)]), LabelledClick(m.label, x, y)))
+        for origin, click in emitted:
+            if click is not None:
+                origin.click_label, origin.click = click.label, _round(np.array([[click.x,
+                                                                                  click.y]]))
+                frame.shapes.append(labelled_point(click))
+            origins.append(origin)
+        if frame.shapes:
+            images.append(CvatImage(image.id, image.name, image.width, image.height,
+                                    frame.shapes, sha256=verdict.sha256))
     labels = defect_labels(negative_label)
     return CvatAnnotations(labels, images, {"name": "defectcam feedback clicks"}), origins
