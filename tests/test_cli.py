@@ -47,7 +47,8 @@ def test_help_texts_read_cleanly() -> None:
     assert "`" not in serve
     train = " ".join(_help("train").split())
     assert "--lr LR AdamW learning rate (default: 0.0001)" in train
-    assert "--crop-size CROP_SIZE training crop side in px (default: 320)" in train
+    assert ("--crop-size CROP_SIZE training crop side in px (default: the --resume "
+            "weights', else 320)") in train
     propose = " ".join(_help("propose").split())
     assert "$DEFECTCAM_CONFIDENCE_THRESHOLD, else 0.5" in propose
     assert "(default: 8 on CUDA, 2 on CPU)" in propose  # --tile-batch

@@ -259,32 +259,43 @@ def test_short_finetune_lowers_score_on_rejected_regions(judged, weights):
                 str(folder / "images"), "--out", str(tuned), "--crop-size", str(CROP),
                 "--crops-per-click", "2", "--epochs", "2", "--batch-size", "8",
                 "--micro-batch", "8", "--max-steps-per-epoch", "4", "--lr", "1e-4",
-                "--holdout", "0.25", "--device", "cpu", "--no-progress"]) == 0
+                "--holdout", "0.25", "--device", "cpu", "--no-progress",
+                "--force"]) == 0  # the held-apart comparison: tests/test_train_round.py
     before = _mean_score(weights / "crack.safetensors", folder, rejected)
     after = _mean_score(tuned, folder, rejected)
     print(f"score on rejected regions {before:.4f} -> {after:.4f}")
     assert after < before, f"score on rejected regions {before:.3f} -> {after:.3f}"
 
 
-def test_relabelled_and_merged_proposals(tmp_path):
-    """A proposal relabelled in CVAT is rejected for its label and the new shape is missed;
-    no negative click lands on a kept defect of another label."""
+def test_relabelled_proposal_teaches_both_labels(tmp_path):
+    """A proposal relabelled in CVAT (semi-auto or, as cvat-core leaves it, auto) is
+    ``relabelled``: one click of the new label on the final shape, a positive for spalling
+    and a negative for crack; the new shape is neither missed nor an unlogged auto shape."""
     log = ProposalLog(tmp_path / "log.sqlite")
     square = np.array([[10, 10], [40, 10], [40, 40], [10, 40]], float)
     shapes = [{"label": "crack", "type": "polygon", "points": square.ravel().tolist(),
                "confidence": "0.9"}]
     log_proposals(log, "f" * 64, (64, 64), "a.png", {"output": "polygon"}, {}, shapes, 0.1)
-    final = CvatAnnotations([CvatLabel("crack"), CvatLabel("spalling")], [CvatImage(
-        0, "a.png", 64, 64, [CvatShape("polygon", "spalling", points=square, source="semi-auto")])])
-    match = match_feedback(final, read_log(log.path), None, ("crack", "spalling"))
-    (decision,) = match.decisions
-    assert decision.decision == "rejected" and decision.label == "crack"
-    assert [(m.label, m.source) for m in match.missed] == [("spalling", "semi-auto")]
     from defectcam.feedback.clicks import feedback_clicks
+    from defectcam.feedback.report import feedback_report
 
-    clicks, provenance = feedback_clicks(match, min_distance=8)
-    labels = [s.label for s in clicks.images[0].shapes]
-    assert labels == ["spalling"]  # the crack proposal's region is kept: no negative there
+    for source in ("semi-auto", "auto"):
+        final = CvatAnnotations([CvatLabel("crack"), CvatLabel("spalling")], [CvatImage(
+            0, "a.png", 64, 64, [CvatShape("polygon", "spalling", points=square,
+                                           source=source)])])
+        match = match_feedback(final, read_log(log.path), None, ("crack", "spalling"))
+        (decision,) = match.decisions
+        assert (decision.decision, decision.label, decision.new_label) == (
+            "relabelled", "crack", "spalling")
+        assert match.missed == [] and match.images[0].unlogged_auto == 0
+        clicks, origins = feedback_clicks(match, min_distance=8)
+        assert [s.label for s in clicks.images[0].shapes] == ["spalling"]
+        report = feedback_report(match, origins)["per_defect"]
+        assert report["crack"]["relabelled"] == 1
+        assert report["crack"]["clicks"]["by_decision"] == {"positive": {},
+                                                             "negative": {"relabelled": 1}}
+        assert report["spalling"]["clicks"]["by_decision"] == {
+            "positive": {"relabelled": 1}, "negative": {}}
 
 
 def test_cvat_credentials_come_from_the_environment(tmp_path):

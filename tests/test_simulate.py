@@ -172,8 +172,8 @@ def test_hard_negatives_click_inside_rejected_proposals_only(tmp_path):
     found = hard_negative_clicks(propose, [pair], "crack", min_distance=40, max_side=200)
     assert (found.images, found.proposals, found.false_positives) == (1, 3, 2)
     (clicks,) = found.clicks.values()
-    assert len(clicks) == 1
-    x, y = clicks[0]
+    assert len(clicks) == 1 and clicks[0].label == "no-defect"
+    x, y = clicks[0].x, clicks[0].y
     assert 250 <= x < 330 and 200 <= y < 260
     assert min_distance_to(mask, np.array([[x, y]])) >= 40
     ann = simulate_clicks([pair], "crack", seed=0, min_area=10, negatives_per_image=2,
@@ -183,6 +183,46 @@ def test_hard_negatives_click_inside_rejected_proposals_only(tmp_path):
     assert len(ann.images[0].shapes) == before + 1
     assert ann.images[0].shapes[-1].label == "no-defect"
     assert add_negative_clicks(ann, {"elsewhere.jpg": [(1.0, 1.0)]}) == 0
+
+
+def test_hard_negatives_on_another_defect_click_that_defect(tmp_path):
+    """A phinet photo (1 crack, 2 spalling): a spalling proposal on the crack is rejected by
+    the simulated annotator as the feedback rule does: a crack click inside the overlap (the
+    spalling classifier's negative), none on the spalling; one on clean concrete gives a
+    no-defect click clear of both defects."""
+    classes = np.zeros((300, 400), np.uint8)
+    classes[40:60, 20:380] = 1  # a wide crack band
+    classes[200:280, 20:100] = 2  # a spalled patch
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "p.jpg"), np.full((300, 400, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "p.png"), classes)
+    pair = ImagePair(tmp_path / "images" / "p.jpg", tmp_path / "masks" / "p.png", "phinet",
+                     "concrete/phinet/images/p.jpg")
+    answer = np.zeros((300, 400), bool)
+    answer[30:70, 250:330] = True  # on the crack, far from the spalling
+    answer[120:170, 250:330] = True  # clean concrete
+    answer[210:260, 40:80] = True  # on the spalling itself: kept, no click
+
+    def propose(image):
+        return mask_to_proposals(answer, "spalling", min_area=4)
+
+    found = hard_negative_clicks(propose, [pair], "spalling", min_distance=20, max_side=400)
+    assert (found.proposals, found.false_positives) == (3, 2)
+    clicks = found.clicks[pair.name]
+    by_label = {c.label: c for c in clicks}
+    assert sorted(by_label) == ["crack", "no-defect"] and len(clicks) == 2
+    crack = by_label["crack"]
+    assert classes[int(crack.y), int(crack.x)] == 1 and 250 <= crack.x < 330
+    clean = by_label["no-defect"]
+    assert 120 <= clean.y < 170 and classes[int(clean.y), int(clean.x)] == 0
+    assert min_distance_to(classes > 0, np.array([[clean.x, clean.y]])) >= 20
+    # what spalling training reads from it: the crack click is a spalling negative
+    ann = simulate_clicks([pair], "spalling", seed=0, negatives_per_image=0, min_distance=20)
+    assert add_negative_clicks(ann, found.clicks) == 2
+    (clicks,) = clicks_from_annotations(ann, "spalling", other_labels=("crack", "rust"),
+                                        clearance=30)
+    assert clicks.other_label_negatives == 1 and len(clicks.negatives) == 2
 
 
 def test_simulate_command_mines_hard_negatives_with_real_weights(tmp_path, shared_data,
@@ -211,3 +251,26 @@ def test_simulate_command_mines_hard_negatives_with_real_weights(tmp_path, share
     counts = [(len(a.shapes), len(b.shapes)) for a, b in zip(old.images, new.images,
                                                              strict=True)]
     assert sum(b - a for a, b in counts) >= 1 and all(b >= a for a, b in counts)
+
+
+def test_simulate_other_defects_on_real_phinet_photos(shared_data):
+    """On phinet (crack and spalling masks) a spalling annotator that labels every defect
+    clicks the cracks too, keeps no-defect clicks off both, and leaves its own spalling
+    clicks as they were without the option."""
+    pairs = [p for p in list_pairs("phinet", shared_data)
+             if {1, 2} <= set(np.unique(cv2.imread(str(p.mask), cv2.IMREAD_UNCHANGED)))][:3]
+    assert pairs, "no phinet photo with both crack and spalling"
+    plain = simulate_clicks(pairs, "spalling", seed=1, min_distance=10)
+    full = simulate_clicks(pairs, "spalling", seed=1, min_distance=10, other_defects=True)
+    for pair, a, b in zip(pairs, plain.images, full.images, strict=True):
+        crack = load_defect_mask(pair, "crack")
+        spalling = load_defect_mask(pair, "spalling")
+        same = [s.points.tolist() for s in a.shapes if s.label == "spalling"]
+        assert same == [s.points.tolist() for s in b.shapes if s.label == "spalling"]
+        cracks = np.array([s.points[0] for s in b.shapes if s.label == "crack"], int)
+        assert len(cracks) and crack[cracks[:, 1], cracks[:, 0]].all()
+        clean = np.array([s.points[0] for s in b.shapes if s.label == "no-defect"])
+        if len(clean):
+            assert (min_distance_to(crack | spalling, clean) >= 10).all()
+    (c, *_) = clicks_from_annotations(full, "spalling", other_labels=("crack",), clearance=0)
+    assert c.other_label_negatives > 0

@@ -3,10 +3,10 @@
     defectcam feedback --annotations annotations.xml --images images/ --out runs/feedback
     defectcam feedback --task-id 42 --out runs/feedback     # CVAT_URL + credentials from env
 
-Writes ``<out>/feedback-clicks.xml`` (CVAT for images 1.1, ``points`` shapes: one positive
-click per accepted, modified or missed defect, one negative click inside each rejected
-proposal away from every kept defect) and ``<out>/feedback-report.json``. Then
-``defectcam train --resume weights/crack.safetensors --clicks old.xml <out>/feedback-clicks.xml``.
+Writes ``<out>/feedback-clicks.xml`` (CVAT for images 1.1, ``points`` shapes: what every
+decision teaches, ``defectcam.feedback.clicks``; each image carries its content hash) and
+``<out>/feedback-report.json``. Then ``defectcam train --resume weights/crack.safetensors
+--clicks old.xml <out>/feedback-clicks.xml --images data/ export/images``.
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             f"come from {CVAT_URL_ENV} and {CVAT_TOKEN_ENV} (or "
                             f"{CVAT_USER_ENV} + {CVAT_PASSWORD_ENV}), never the command "
                             f"line; this or --annotations is required")
-    p.add_argument("--images", type=Path, default=None,
-                   help="folder of the export's images (matches requests by content hash; "
-                        "with --task-id: where the pulled images go; default: none, or "
-                        "OUT/cvat-task-ID with --task-id)")
+    p.add_argument("--images", type=Path, nargs="+", default=None,
+                   help="folder(s) of the export's images, names relative to them (requests "
+                        "are recognised by the image file's content hash; required with "
+                        "--annotations; with --task-id: where the pulled task goes, default "
+                        "OUT/cvat-task-ID)")
     p.add_argument("--log", type=Path, default=None,
                    help="proposal log (default: $DEFECTCAM_LOG_DB or runs/defectcam-log.sqlite)")
     p.add_argument("--out", type=Path, required=True, help="folder for the clicks and report")
@@ -72,6 +73,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _no_match_error(images: list[Path] | None, requests: int, images_in_export: int) -> str:
+    where = (f"none of the {images_in_export} images under --images "
+             f"{' '.join(str(p) for p in images)} has the content of one"
+             if images else "pass --images with the export's image folder: CVAT sends no file "
+                            "name, so requests are recognised by the image file's content")
+    return (f"none of the {requests} logged request(s) matches an image of this export; "
+            f"{where} (is --log the function's log for this task?)")
+
+
 def run(args: argparse.Namespace) -> int:
     from defectcam.feedback.clicks import feedback_clicks  # loads torch: not for --help
 
@@ -79,8 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if log is None:
         raise ValueError("no proposal log: pass --log (DEFECTCAM_LOG_DB is 'off')")
     requests = read_log(log, since=args.since)
+    if not requests:
+        raise ValueError(f"{log}: no logged request{' since ' + args.since if args.since else ''}"
+                         "; pass the function's log with --log")
     if args.task_id is not None:
-        xml, images = pull_task(args.task_id, args.images or args.out / f"cvat-task-{args.task_id}")
+        dest = args.images[0] if args.images else args.out / f"cvat-task-{args.task_id}"
+        xml, folder = pull_task(args.task_id, dest)
+        images = [folder]
     else:
         xml, images = args.annotations, args.images
         if not xml.is_file():
@@ -88,19 +103,28 @@ def run(args: argparse.Namespace) -> int:
     annotations = read_cvat_xml(xml)
     match = match_feedback(annotations, requests, images, DEFECTS,
                            accept_iou=args.accept_iou, modify_iou=args.modify_iou)
-    clicks, provenance = feedback_clicks(match, args.min_distance, args.crop_size,
-                                         args.negative_label)
+    if not any(v.request is not None for v in match.images):
+        raise ValueError(_no_match_error(images, len(requests), len(annotations.images)))
+    clicks, origins = feedback_clicks(match, args.min_distance, args.crop_size,
+                                      args.negative_label)
     args.out.mkdir(parents=True, exist_ok=True)
     clicks_path = write_cvat_xml(clicks, args.out / CLICKS_FILE)
-    report = feedback_report(match, provenance)
-    report["inputs"] = {"annotations": str(xml), "images": str(images) if images else None,
+    report = feedback_report(match, origins)
+    report["inputs"] = {"annotations": str(xml),
+                        "images": [str(p) for p in images] if images else None,
                         "log": str(log)}
     report_path = args.out / REPORT_FILE
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     for label, row in report["per_defect"].items():
+        taught = row["clicks"]["by_decision"]
+        kinds = "; ".join(f"{sign}{n} {kind}" for sign, key in (("+", "positive"),
+                                                                 ("-", "negative"))
+                          for kind, n in taught[key].items())
         print(f"{label}: {row['proposals']} proposals: {row['accepted']} accepted, "
-              f"{row['modified']} modified, {row['rejected']} rejected; {row['missed']} missed; "
-              f"clicks +{row['clicks']['positive']} -{row['clicks']['negative']}")
+              f"{row['modified']} modified, {row['relabelled']} relabelled, "
+              f"{row['rejected']} rejected; {row['missed']} missed; clicks "
+              f"+{row['clicks']['positive']} -{row['clicks']['negative']}"
+              f"{' (' + kinds + ')' if kinds else ''}")
     print(f"{clicks_path}  {report_path}")
     if report["requests"]["not_in_export"]:
         print(f"note: {report['requests']['not_in_export']} logged request(s) match no image "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from defectcam.config import PRECISION_NAMES, malloc_tuning
@@ -48,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also click negatives on up to N photos of each source that does not "
                         "label this defect (same split; the other defects' photos, which the "
                         "classifier sees in CVAT too)")
+    p.add_argument("--other-defects", action="store_true",
+                   help="also click every other defect the photos' masks hold (one click per "
+                        "component, labelled with that defect: training reads them as "
+                        "negatives where no clicked defect of its own is near) and keep "
+                        "no-defect clicks clear of every defect")
     p.add_argument("--hard-negatives", type=Path, default=None, metavar="WEIGHTS",
                    help="the product's own loop: propose on the chosen photos with these "
                         "weights (their settings, CVAT's threshold 0.5) and click a negative "
@@ -62,8 +68,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--defect", required=True, help="label of the positive clicks")
     t.add_argument("--clicks", type=Path, nargs="+", required=True,
                    help="CVAT for images 1.1 XML export(s); several are merged")
-    t.add_argument("--images", type=Path, required=True,
-                   help="folder the export's image names are relative to")
+    t.add_argument("--images", type=Path, nargs="+", required=True,
+                   help="folder(s) the exports' image names are relative to, e.g. the data "
+                        "set's root and a CVAT export's images/ (each image is found by its "
+                        "exact relative path or its content hash; a name two folders hold "
+                        "differently is an error)")
     t.add_argument("--out", type=Path, required=True,
                    help="weights file (.safetensors) or folder (then <defect>.safetensors)")
     t.add_argument("--negative-label", default=NEGATIVE_LABEL,
@@ -73,18 +82,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "fresh classifier)")
     t.add_argument("--freeze-batchnorm", choices=("auto", "yes", "no"), default="auto",
                    help="keep BatchNorm statistics fixed (auto: yes when fine-tuning)")
-    t.add_argument("--working-scale", type=float, default=1.0,
+    t.add_argument("--working-scale", type=float, default=None,
                    help="shrink images by this factor before cropping, and record it in the "
                         "weights so that inference shrinks frames alike (blobs such as rust: "
-                        "0.5 sees 4x more context per crop and runs 4x fewer pixels)")
-    t.add_argument("--working-max-side", type=int, default=0,
+                        "0.5 sees 4x more context per crop and runs 4x fewer pixels; default: "
+                        "the --resume weights', else 1)")
+    t.add_argument("--working-max-side", type=int, default=None,
                    help="also shrink images whose longer side exceeds this many px (after "
                         "--working-scale) to it, and record it in the weights (0: no limit; "
                         "blobs such as rust: 1024 trains and serves every camera's frames at "
-                        "one size)")
-    t.add_argument("--crop-size", type=int, default=320, help="training crop side in px")
-    t.add_argument("--crops-per-click", type=int, default=5,
-                   help="crops around each click (shifted so the click is not always central)")
+                        "one size; default: the --resume weights', else 0)")
+    t.add_argument("--crop-size", type=int, default=None,
+                   help="training crop side in px (default: the --resume weights', else 320)")
+    t.add_argument("--crops-per-click", type=int, default=None,
+                   help="crops around each click, shifted so the click is not always central "
+                        "(default: the --resume weights', else 5)")
+    t.add_argument("--no-other-label-negatives", action="store_true",
+                   help="read only --negative-label clicks as negatives (default: the other "
+                        "defects' clicks are negatives too, where no clicked defect of this "
+                        "label lies within a crop's reach)")
+    t.add_argument("--force", action="store_true",
+                   help="with --resume: write the fine-tuned weights even when they score "
+                        "worse than the resumed ones on the held-apart crops (default: OUT is "
+                        "left as it was, the fine-tune stays in candidate/ beside it, and the "
+                        "command fails saying by how much)")
     t.add_argument("--epochs", type=int, default=10, help="passes over the crops")
     t.add_argument("--batch-size", type=int, default=32,
                    help="crops per optimiser step (by gradient accumulation)")
@@ -151,7 +172,8 @@ def run_simulate(args: argparse.Namespace) -> int:
                              f"classifier there (found: {', '.join(proposer.labels)})")
     annotations = simulate_clicks(chosen, args.defect, args.seed,
                                   negatives_per_image=args.negatives_per_image,
-                                  min_distance=args.min_distance, crop_size=args.crop_size)
+                                  min_distance=args.min_distance, crop_size=args.crop_size,
+                                  other_defects=args.other_defects)
     note = ""
     if proposer is not None:
         mined = seeded_choice(chosen, args.hard_images, args.seed)
@@ -162,12 +184,13 @@ def run_simulate(args: argparse.Namespace) -> int:
             report=print)
         added = add_negative_clicks(annotations, hard.clicks)
         note = (f"; hard negatives: {hard.false_positives} of {hard.proposals} proposals on "
-                f"{hard.images} photos touched no {args.defect}, {added} clicked")
+                f"{hard.images} photos touched no {args.defect}, {added} clicks from them")
     write_cvat_xml(annotations, args.out)
-    shapes = [s for im in annotations.images for s in im.shapes]
-    positives = sum(s.label == args.defect for s in shapes)
-    print(f"{args.out}: {len(annotations.images)} images, {positives} {args.defect} clicks, "
-          f"{len(shapes) - positives} {NEGATIVE_LABEL} clicks{note}")
+    counts = Counter(s.label for im in annotations.images for s in im.shapes)
+    others = "".join(f", {n} {label} clicks" for label, n in sorted(counts.items())
+                     if label not in (args.defect, NEGATIVE_LABEL))
+    print(f"{args.out}: {len(annotations.images)} images, {counts[args.defect]} {args.defect} "
+          f"clicks, {counts[NEGATIVE_LABEL]} {NEGATIVE_LABEL} clicks{others}{note}")
     return 0
 
 
@@ -195,7 +218,9 @@ def run_train(args: argparse.Namespace) -> int:
                         holdout=args.holdout, max_holdout_crops=args.max_holdout_crops,
                         tile_size=args.tile_size, seed=args.seed,
                         working_scale=args.working_scale,
-                        working_max_side=args.working_max_side, config=config)
+                        working_max_side=args.working_max_side,
+                        other_labels=() if args.no_other_label_negatives else None,
+                        force=args.force, config=config)
     summary = train_from_clicks(job)
     if summary is not None:  # None on the other ranks of a torchrun job
         print(json.dumps(summary))
@@ -215,6 +240,13 @@ def run_train_pixels(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--masks {folder}: no such folder")
     if args.patience < 0 or args.pixel_weight < 0:
         raise ValueError("--patience and --pixel-weight must be >= 0")
+    out = args.out / f"{args.defect}.safetensors" if args.out.suffix == "" else args.out
+    if out.resolve() == args.resume.resolve():
+        raise ValueError(f"--out {out} would overwrite the --resume weights: write the pixel "
+                         "stage elsewhere and compare both with defectcam evaluate")
+    if args.working_scale is not None or args.working_max_side is not None:
+        raise ValueError("--masks keeps the --resume weights' working size; do not pass "
+                         "--working-scale / --working-max-side")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                          micro_batch=args.micro_batch, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
@@ -224,8 +256,10 @@ def run_train_pixels(args: argparse.Namespace) -> int:
                          progress=not args.no_progress)
     job = PixelTraining(defect=args.defect, clicks=args.clicks, images=args.images,
                         masks=args.masks, start=args.resume, out=args.out,
-                        negative_label=args.negative_label, crop_size=args.crop_size,
-                        crops_per_click=args.crops_per_click, holdout=args.holdout,
+                        negative_label=args.negative_label,
+                        crop_size=args.crop_size or PixelTraining.crop_size,
+                        crops_per_click=args.crops_per_click or PixelTraining.crops_per_click,
+                        holdout=args.holdout,
                         max_holdout_crops=args.max_holdout_crops, seed=args.seed,
                         config=PixelConfig(pixel_weight=args.pixel_weight,
                                            patience=args.patience, train=config))

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from defectcam.core.image_io import scaled_size, working_factor
 from defectcam.data.cvat_xml import ImageClicks
+from defectcam.data.image_roots import ImageRoots
 
 
 @dataclass
@@ -92,7 +93,7 @@ def at_working_scale(clicks: Sequence[ImageClicks], scale: float,
         scaled.append(ImageClicks(c.name, width, height,
                                   np.clip(np.asarray(c.positives, float) * factor, 0, fit),
                                   np.clip(np.asarray(c.negatives, float) * factor, 0, fit),
-                                  c.image_id))
+                                  c.image_id, c.sha256, c.other_label_negatives))
     return scaled, load_scaled
 
 
@@ -146,7 +147,7 @@ def _negative_quota(clicks: Sequence[ImageClicks], total: int,
 
 def build_crop_set(
     clicks: Sequence[ImageClicks],
-    image_dir: str | Path,
+    image_dir: str | Path | Sequence[str | Path] | ImageRoots,
     *,
     crop_size: int = 320,
     crops_per_click: int = 5,
@@ -162,6 +163,8 @@ def build_crop_set(
     ``negative_ratio``: negative crops per positive crop (1.0 = balanced). ``margin``
     (default crop_size // 8): how far inside a positive crop its click must lie.
     ``negative_jitter`` (default crop_size // 8): shift of negative crops off centre.
+    ``image_dir``: the folder(s) the names are relative to; each image is found by its exact
+    relative path or its content hash (:class:`ImageRoots`), never by a bare file name.
     ``load_mask(name, (height, width))``: the image's pixel labels at the size crops are cut
     from; the same windows are cut from it (padding is unsure, 255) into ``CropSet.masks``.
     """
@@ -169,6 +172,7 @@ def build_crop_set(
         raise ValueError("crop_size must be >= 8 and crops_per_click >= 1")
     margin = crop_size // 8 if margin is None else margin
     jitter = crop_size // 8 if negative_jitter is None else negative_jitter
+    roots = ImageRoots.of(image_dir)
     rng = np.random.default_rng(seed)
     n_pos = crops_per_click * sum(len(c.positives) for c in clicks)
     quota = _negative_quota(clicks, round(n_pos * negative_ratio), rng)
@@ -183,7 +187,7 @@ def build_crop_set(
     for item, counts in zip(clicks, quota, strict=True):
         if not len(item.positives) and not counts.sum():
             continue
-        image = load_image(resolve_image(image_dir, item.name))
+        image = load_image(roots.resolve(item.name, item.sha256))
         if image.shape[:2] != (item.height, item.width):
             raise ValueError(f"{item.name}: image is {image.shape[1]}x{image.shape[0]}, "
                              f"annotations say {item.width}x{item.height}")

@@ -11,6 +11,7 @@ import math
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +21,12 @@ import cv2
 import numpy as np
 
 from defectcam.core.cvat import cvat_rle_to_mask, mask_to_cvat_rle
+from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
 
+#: The attribute of a negative-label click that is a negative for one defect only
+#: (``<attribute name="for">crack</attribute>``: "no crack here", near another defect).
+NEGATIVE_FOR = "for"
 SHAPE_KINDS = ("points", "polygon", "polyline", "box", "mask", "tag")
 SHAPE_SOURCES = ("manual", "auto", "semi-auto", "file", "consensus")
 _MIN_POINTS = {"points": 1, "polyline": 2, "polygon": 3}
@@ -53,11 +58,16 @@ class CvatShape:
 
 @dataclass
 class CvatImage:
+    """One frame. ``sha256``: the image file's content hash where the writer knew it (an
+    extra ``sha256`` attribute of ``<image>``, which CVAT's importer ignores); it lets a
+    training round find the file among several image folders."""
+
     id: int
     name: str
     width: int
     height: int
     shapes: list[CvatShape] = field(default_factory=list)
+    sha256: str | None = None
 
 
 @dataclass
@@ -77,7 +87,8 @@ class CvatAnnotations:
 
 @dataclass
 class ImageClicks:
-    """Clicks of one image for one defect: positives and negatives as ``(N, 2)`` x,y."""
+    """Clicks of one image for one defect: positives and negatives as ``(N, 2)`` x,y.
+    ``other_label_negatives``: how many of the negatives are other defects' clicks."""
 
     name: str
     width: int
@@ -85,6 +96,8 @@ class ImageClicks:
     positives: np.ndarray
     negatives: np.ndarray
     image_id: int = -1
+    sha256: str | None = None
+    other_label_negatives: int = 0
 
 
 # --------------------------------------------------------------------------- reader
@@ -193,7 +206,8 @@ def read_cvat_xml(path: str | Path) -> CvatAnnotations:
         name = elem.get("name", "?")
         try:
             image = CvatImage(int(_required(elem, "id")), _required(elem, "name"),
-                              int(_required(elem, "width")), int(_required(elem, "height")))
+                              int(_required(elem, "width")), int(_required(elem, "height")),
+                              sha256=elem.get("sha256") or None)
         except ValueError as err:
             raise ValueError(f"{path}: image {name!r}: {err}") from None
         for index, child in enumerate(elem):
@@ -346,9 +360,11 @@ def write_cvat_xml(annotations: CvatAnnotations, path: str | Path) -> Path:
         w.tree(_meta_items(annotations))
         w.close("meta")
         for image in annotations.images:
-            w.open("image", OrderedDict([("id", str(image.id)), ("name", image.name),
-                                         ("width", str(image.width)),
-                                         ("height", str(image.height))]))
+            attrs = OrderedDict([("id", str(image.id)), ("name", image.name),
+                                 ("width", str(image.width)), ("height", str(image.height))])
+            if image.sha256:
+                attrs["sha256"] = image.sha256
+            w.open("image", attrs)
             for shape in image.shapes:
                 w.open(shape.kind, _shape_attrs(shape))
                 for name, value in shape.attributes.items():
@@ -393,6 +409,61 @@ def shape_clicks(shape: CvatShape) -> np.ndarray:
     return np.zeros((0, 2))
 
 
+def shape_region(shape: CvatShape, height: int, width: int) -> np.ndarray | None:
+    """A region shape's pixels on the frame (``None`` for points, polylines, tags)."""
+    if shape.kind == "polygon":
+        return polygon_to_mask(shape.points, height, width)
+    if shape.kind == "mask" and shape.mask is not None and shape.box is not None:
+        out = np.zeros((height, width), dtype=bool)
+        x1, y1 = shape.box[0], shape.box[1]
+        crop = shape.mask[: max(0, height - y1), : max(0, width - x1)]
+        crop = crop[max(0, -y1):, max(0, -x1):]
+        y0, x0 = max(0, y1), max(0, x1)
+        out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
+        return out
+    if shape.kind == "box":
+        (x1, y1), (x2, y2) = np.asarray(shape.points, dtype=float).reshape(2, 2)
+        out = np.zeros((height, width), dtype=bool)
+        out[max(0, int(round(y1))) : int(round(y2)) + 1,
+            max(0, int(round(x1))) : int(round(x2)) + 1] = True
+        return out
+    return None
+
+
+def _inside_image(pts: np.ndarray, image: CvatImage) -> tuple[np.ndarray, int]:
+    """Clicks inside the image (a click on the far edge still belongs to the last pixel) and
+    how many were outside."""
+    inside = ((pts[:, 0] >= 0) & (pts[:, 0] <= image.width)
+              & (pts[:, 1] >= 0) & (pts[:, 1] <= image.height))
+    pts = pts[inside]
+    pts[:, 0] = np.minimum(pts[:, 0], image.width - 1e-3)
+    pts[:, 1] = np.minimum(pts[:, 1], image.height - 1e-3)
+    return pts, int((~inside).sum())
+
+
+def _clear_of(points: np.ndarray, image: CvatImage, defect: str, positives: np.ndarray,
+              reach: float) -> np.ndarray:
+    """Which ``points`` have no ``defect`` click and no ``defect`` region within ``reach`` px
+    (a square window: training crops are square)."""
+    keep = np.ones(len(points), dtype=bool)
+    if not len(points):
+        return keep
+    if len(positives):
+        gap = np.abs(points[:, None, :] - positives[None, :, :]).max(axis=2)
+        keep &= (gap > reach).all(axis=1)
+    regions = [shape_region(s, image.height, image.width) for s in image.shapes
+               if s.label == defect]
+    regions = [r for r in regions if r is not None]
+    if regions:
+        union = np.any(regions, axis=0)
+        r = int(np.ceil(reach))
+        for k, (x, y) in enumerate(points):
+            if keep[k]:
+                xi, yi = int(x), int(y)
+                keep[k] = not union[max(0, yi - r) : yi + r + 1, max(0, xi - r) : xi + r + 1].any()
+    return keep
+
+
 def clicks_from_annotations(
     annotations: CvatAnnotations,
     defect: str,
@@ -400,16 +471,24 @@ def clicks_from_annotations(
     *,
     include_shapes: bool = True,
     sources: tuple[str, ...] | None = None,
+    other_labels: Sequence[str] = (),
+    clearance: float | Callable[[int, int], float] = 0.0,
 ) -> list[ImageClicks]:
     """Positive (``defect``) and negative (``negative_label``) clicks per image.
 
     ``include_shapes``: polygons, masks and boxes also give one click each (not only
-    ``points``). ``sources``: keep only shapes whose ``source`` is listed. Images holding
-    no click of either label are left out. Clicks outside the image are dropped with a
-    warning; clicks on the border are clamped inside.
+    ``points``). ``sources``: keep only shapes whose ``source`` is listed. A
+    ``negative_label`` click with a ``for`` attribute (:data:`NEGATIVE_FOR`) is a negative
+    for that defect only. ``other_labels``:
+    the clicks of these labels (other defects) are negatives too where they apply: unless a
+    ``defect`` click or ``defect`` region lies within ``clearance`` px of them (a number, or
+    a function of the image's width and height: the reach of a negative training crop),
+    since "this is rust" says "this is not spalling" only where no spalling is near. Images
+    holding no click of either kind are left out. Clicks outside the image are dropped with
+    a warning; clicks on the border are clamped inside.
     """
-    if defect == negative_label:
-        raise ValueError(f"defect and negative label are both {defect!r}")
+    if defect == negative_label or defect in other_labels:
+        raise ValueError(f"defect {defect!r} is also a negative label")
     names = set(annotations.label_names)
     if names and defect not in names:
         warnings.warn(f"label {defect!r} is not declared in this export ({sorted(names)})",
@@ -417,28 +496,28 @@ def clicks_from_annotations(
     outside = 0
     result = []
     for image in annotations.images:
-        found: dict[str, list[np.ndarray]] = {defect: [], negative_label: []}
+        found: dict[str, list[np.ndarray]] = {defect: [], negative_label: [], "": []}
         for shape in image.shapes:
-            if shape.label not in found or (sources and shape.source not in sources):
+            group = "" if shape.label in other_labels else shape.label
+            if group not in found or (sources and shape.source not in sources):
                 continue
+            if group == negative_label and shape.attributes.get(NEGATIVE_FOR, defect) != defect:
+                continue  # another defect's negative only
             if shape.kind != "points" and not include_shapes:
                 continue
-            found[shape.label].append(shape_clicks(shape))
-        if not any(len(pts) for group in found.values() for pts in group):
+            found[group].append(shape_clicks(shape))
+        arrays = {}
+        for group, pts in found.items():
+            arrays[group], lost = _inside_image(
+                np.concatenate(pts) if pts else np.zeros((0, 2)), image)
+            outside += lost
+        reach = clearance(image.width, image.height) if callable(clearance) else clearance
+        cross = arrays[""][_clear_of(arrays[""], image, defect, arrays[defect], reach)]
+        negatives = np.concatenate([arrays[negative_label], cross])
+        if not len(arrays[defect]) and not len(negatives):
             continue
-        arrays = []
-        for label in (defect, negative_label):
-            pts = np.concatenate(found[label]) if found[label] else np.zeros((0, 2))
-            inside = ((pts[:, 0] >= 0) & (pts[:, 0] <= image.width)
-                      & (pts[:, 1] >= 0) & (pts[:, 1] <= image.height))
-            outside += int((~inside).sum())
-            pts = pts[inside]
-            # a click on the far edge (x == width) still belongs to the last pixel
-            pts[:, 0] = np.minimum(pts[:, 0], image.width - 1e-3)
-            pts[:, 1] = np.minimum(pts[:, 1], image.height - 1e-3)
-            arrays.append(pts)
-        result.append(ImageClicks(image.name, image.width, image.height, arrays[0], arrays[1],
-                                  image.id))
+        result.append(ImageClicks(image.name, image.width, image.height, arrays[defect],
+                                  negatives, image.id, image.sha256, len(cross)))
     if outside:
         warnings.warn(f"dropped {outside} clicks outside their image", stacklevel=2)
     return result

@@ -21,19 +21,14 @@ from defectcam.core.image_io import shrink_to
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.crops import read_rgb
 from defectcam.data.cvat_xml import (
+    NEGATIVE_FOR,
     CvatAnnotations,
     CvatImage,
     CvatShape,
     defect_labels,
     write_cvat_xml,
 )
-from defectcam.data.sources import ImagePair, load_defect_mask
-
-
-@dataclass
-class SimulatedClicks:
-    positives: np.ndarray  # (N, 2) x,y integer pixel coordinates
-    negatives: np.ndarray  # (M, 2)
+from defectcam.data.sources import ImagePair, known_defect_masks, load_defect_mask
 
 
 def _block_any(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -153,25 +148,6 @@ def negative_clicks(
     return np.stack([xs, ys], axis=1).astype(np.int64)
 
 
-def simulate_image(
-    mask: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    min_area: int = 16,
-    max_positives: int | None = None,
-    negatives: int = 5,
-    min_distance: float = 64.0,
-    max_side: int = 1024,
-    crop_size: int | None = None,
-    crop_jitter: int | None = None,
-) -> SimulatedClicks:
-    """The clicks an annotator would give on one image whose defect mask is ``mask``."""
-    return SimulatedClicks(
-        positive_clicks(mask, rng, min_area, max_positives),
-        negative_clicks(mask, rng, negatives, min_distance, max_side, crop_size, crop_jitter),
-    )
-
-
 def _image_size(path: Path) -> tuple[int, int]:
     """Upright (width, height), as CVAT shows the frame (it applies EXIF orientation, and so
     does ``cv2.imread`` in ``crops.read_rgb``); reads the header only."""
@@ -195,31 +171,43 @@ def simulate_clicks(
     crop_jitter: int | None = None,
     negative_label: str = NEGATIVE_LABEL,
     path: str | Path | None = None,
+    other_defects: bool = False,
 ) -> CvatAnnotations:
     """Simulated click annotations for ``defect`` on ``pairs`` (one CVAT image each).
 
     Pass the training ``crop_size`` (and ``crop_jitter`` if not the default) to keep
     defects out of every negative crop (see :func:`negative_clicks`).
 
+    ``other_defects``: the annotator also clicks every other defect the photo's masks hold
+    (one click per component, labelled with that defect; training reads them as negatives
+    for ``defect`` where no ``defect`` is near), and keeps the negative-label clicks clear
+    of every defect, as an annotator labelling all defects of a task does.
+
     Each image gets its own generator seeded by (seed, index), so one image's clicks do
     not depend on the others'. With ``path`` the result is also written as CVAT XML.
     """
     images = []
     for index, pair in enumerate(pairs):
-        mask = load_defect_mask(pair, defect)
+        known = known_defect_masks(pair) if other_defects else {}
+        mask = known.get(defect) if other_defects else load_defect_mask(pair, defect)
+        if mask is None:
+            mask = np.zeros(next(iter(known.values())).shape, dtype=bool)
         width, height = _image_size(pair.image)
         if (height, width) != mask.shape:
             raise ValueError(f"{pair.image}: image {width}x{height} but mask "
                              f"{mask.shape[1]}x{mask.shape[0]}")
         rng = np.random.default_rng([seed, index])
-        clicks = simulate_image(mask, rng, min_area=min_area, max_positives=max_positives,
-                                negatives=negatives_per_image, min_distance=min_distance,
-                                max_side=max_side, crop_size=crop_size,
-                                crop_jitter=crop_jitter)
+        positives = positive_clicks(mask, rng, min_area, max_positives)
+        negatives = negative_clicks(np.any([mask, *known.values()], axis=0), rng,
+                                    negatives_per_image, min_distance, max_side, crop_size,
+                                    crop_jitter)
+        groups = [(defect, positives), (negative_label, negatives)]
+        others = np.random.default_rng([seed, index, 1])  # the defect's own clicks unchanged
+        groups += [(label, positive_clicks(known[label], others, min_area, max_positives))
+                   for label in sorted(known) if label != defect]
         shapes = [
             CvatShape("points", label, np.asarray([xy], dtype=np.float64), source="manual")
-            for label, pts in ((defect, clicks.positives), (negative_label, clicks.negatives))
-            for xy in pts
+            for label, pts in groups for xy in pts
         ]
         images.append(CvatImage(index, pair.name, width, height, shapes))
     annotations = CvatAnnotations(defect_labels(negative_label), images,
@@ -250,16 +238,83 @@ def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: 
     ``crop_size``: also keep every negative training crop that ``build_crop_set`` may cut
     around the click (half the size plus its jitter, crop_size // 8) free of kept defects.
     """
-    allowed = proposal_region.copy()
-    if kept.any():
-        dist = cv2.distanceTransform((~kept).astype(np.uint8), cv2.DIST_L2,
-                                     cv2.DIST_MASK_PRECISE)
-        allowed &= dist >= min_distance
-        if crop_size:
-            reach = crop_size // 2 + crop_size // 8
-            kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-            allowed &= cv2.dilate(kept.astype(np.uint8), kernel) == 0
-    return deepest_point(allowed)
+    return deepest_point(proposal_region & _clear_of(kept, kept.shape, min_distance,
+                                                     crop_size))
+
+
+def _clear_of(mask: np.ndarray | None, shape: tuple[int, int], min_distance: float,
+              crop_size: int | None) -> np.ndarray:
+    """Pixels at least ``min_distance`` px from every ``mask`` pixel and, with ``crop_size``,
+    whose negative training crops (half the size plus its jitter) hold none of it."""
+    if mask is None or not mask.any():
+        return np.ones(shape, dtype=bool)
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    clear = dist >= min_distance
+    if crop_size:
+        reach = crop_size // 2 + crop_size // 8
+        kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+        clear &= cv2.dilate(mask.astype(np.uint8), kernel) == 0
+    return clear
+
+
+@dataclass(frozen=True)
+class LabelledClick:
+    """One click a decision gave: ``label`` is what the place shows (the negative label, or
+    another defect); ``x``, ``y`` in image pixels. ``only``: a negative-label click that is
+    a negative for this one defect only (written as the point's ``for`` attribute)."""
+
+    label: str
+    x: float
+    y: float
+    only: str | None = None
+
+
+def rejection_clicks(region: np.ndarray, label: str, kept: dict[str, np.ndarray],
+                     min_distance: float, crop_size: int | None = None,
+                     negative_label: str = NEGATIVE_LABEL) -> list[LabelledClick]:
+    """What rejecting a ``label`` proposal over ``region`` teaches, given the defects the
+    image keeps (``kept``: label -> pixels).
+
+    - Where the region lies on no kept defect: a ``negative_label`` click at its deepest
+      point at least ``min_distance`` px from every kept defect (:func:`negative_click`).
+    - Where it lies on another kept defect: a click of that defect at the deepest point of
+      the overlap at least ``min_distance`` px from kept ``label`` (and, with ``crop_size``,
+      clear of it for any negative crop): "this is rust, not spalling". Training reads
+      other defects' clicks as negatives (``clicks_from_annotations(other_labels=...)``).
+
+    - Where it gives neither because it lies near other kept defects but not on them: a
+      ``negative_label`` click for ``label`` only (``only``; training reads it as a
+      negative for that defect alone), at the deepest point of the region at least
+      ``min_distance`` px from kept ``label``.
+
+    A region too close to a kept defect of its own label gives nothing; a region on both
+    clean surface and another defect gives both of the first two.
+    """
+    shape = region.shape
+    own = kept.get(label)
+    others = {k: m for k, m in kept.items() if k != label and m is not None and m.any()}
+    every = np.zeros(shape, dtype=bool)
+    for mask in kept.values():
+        if mask is not None:
+            every |= mask
+    out = []
+    xy = negative_click(region, every, min_distance, crop_size)
+    if xy is not None:
+        out.append(LabelledClick(negative_label, *xy))
+    if others:
+        on_other = region & np.any(list(others.values()), axis=0)
+        on_other &= _clear_of(own, shape, min_distance, crop_size)
+        xy = deepest_point(on_other)
+        if xy is not None:
+            x, y = int(xy[0]), int(xy[1])
+            other = next(k for k, m in others.items() if m[y, x])
+            out.append(LabelledClick(other, *xy))
+    if not out:
+        xy = negative_click(region, own if own is not None else np.zeros(shape, dtype=bool),
+                            min_distance, crop_size)
+        if xy is not None:
+            out.append(LabelledClick(negative_label, *xy, only=label))
+    return out
 
 
 # --------------------------------------------------------------------------- hard negatives
@@ -267,10 +322,11 @@ def negative_click(proposal_region: np.ndarray, kept: np.ndarray, min_distance: 
 
 @dataclass
 class HardNegatives:
-    """What proposing on annotated photos found: per image name, negative clicks (x, y) in
-    image pixels, one inside each proposal that touches no defect; and the counts."""
+    """What proposing on annotated photos found: per image name, the clicks the rejections
+    gave (:func:`rejection_clicks`: negatives, or another defect the proposal lay on), in
+    image pixels; and the counts."""
 
-    clicks: dict[str, list[tuple[float, float]]]
+    clicks: dict[str, list[LabelledClick]]
     images: int = 0
     proposals: int = 0
     false_positives: int = 0
@@ -286,11 +342,14 @@ def hard_negative_clicks(
     max_side: int = 1024,
     read_image=None,
     report=None,
+    negative_label: str = NEGATIVE_LABEL,
 ) -> HardNegatives:
     """The product's own loop on training photos: propose, let the simulated annotator
-    reject every proposal that touches no ``defect`` pixel, and click a negative inside it
-    (the deepest point at least ``min_distance`` px from every defect pixel, and clear of
-    defects for any ``crop_size`` training crop around it, as :func:`negative_click`).
+    reject every proposal that touches no ``defect`` pixel, and click what the rejection
+    teaches, by the rule ``defectcam feedback`` applies to a real annotator's rejections
+    (:func:`rejection_clicks`, with every defect the photo's masks hold as kept): a negative
+    inside the proposal clear of every defect, and where it lies on another defect (rust
+    under a spalling proposal) a click of that defect.
 
     ``propose(image) -> list[Proposal]`` answers as the product does (the weights' own
     settings, CVAT's confidence threshold); it sees the photo shrunk to ``max_side`` on its
@@ -301,8 +360,9 @@ def hard_negative_clicks(
     found = HardNegatives({})
     for n, pair in enumerate(pairs, 1):
         image = read_image(pair.image)
-        truth = load_defect_mask(pair, defect)
-        height, width = truth.shape
+        kept = known_defect_masks(pair)
+        height, width = next(iter(kept.values())).shape
+        truth = kept.setdefault(defect, np.zeros((height, width), dtype=bool))
         if image.shape[:2] != truth.shape:
             raise ValueError(f"{pair.image}: image {image.shape[1]}x{image.shape[0]} but mask "
                              f"{width}x{height}")
@@ -310,7 +370,7 @@ def hard_negative_clicks(
         proposals = propose(np.ascontiguousarray(small))
         found.images += 1
         found.proposals += len(proposals)
-        clicks = []
+        clicks: list[LabelledClick] = []
         for proposal in proposals:
             region = proposal.full_mask(small.shape[0], small.shape[1])
             if scale != 1.0:
@@ -319,26 +379,34 @@ def hard_negative_clicks(
             if (region & truth).any():
                 continue
             found.false_positives += 1
-            xy = negative_click(region, truth, min_distance, crop_size)
-            if xy is not None:
-                clicks.append(xy)
+            clicks += rejection_clicks(region, defect, kept, min_distance, crop_size,
+                                       negative_label)
         if clicks:
             found.clicks[pair.name] = clicks
         if report is not None:
             report(f"hard negatives {n}/{len(pairs)} {pair.name}: {len(proposals)} proposals, "
-                   f"{len(clicks)} rejected")
+                   f"{len(clicks)} clicks from rejections")
     return found
 
 
-def add_negative_clicks(annotations: CvatAnnotations, clicks: dict[str, list[tuple]],
+def labelled_point(click: LabelledClick) -> CvatShape:
+    """``click`` as a CVAT ``points`` shape (a ``for`` attribute when it is one defect's)."""
+    return CvatShape("points", click.label, np.asarray([[click.x, click.y]], dtype=np.float64),
+                     source="manual", attributes={NEGATIVE_FOR: click.only} if click.only else {})
+
+
+def add_negative_clicks(annotations: CvatAnnotations,
+                        clicks: dict[str, list[LabelledClick | tuple[float, float]]],
                         negative_label: str = NEGATIVE_LABEL) -> int:
-    """Append ``clicks`` (per image name) to the matching images of ``annotations`` as
-    negative ``points``; returns how many were added (images not in the export are skipped)."""
+    """Append ``clicks`` (per image name; a bare (x, y) is a ``negative_label`` click) to the
+    matching images of ``annotations`` as ``points``; returns how many were added (images
+    not in the export are skipped)."""
     added = 0
     for image in annotations.images:
-        for xy in clicks.get(image.name, []):
-            image.shapes.append(CvatShape("points", negative_label,
-                                          np.asarray([xy], dtype=np.float64), source="manual"))
+        for click in clicks.get(image.name, []):
+            if not isinstance(click, LabelledClick):
+                click = LabelledClick(negative_label, *click)
+            image.shapes.append(labelled_point(click))
             added += 1
     return added
 

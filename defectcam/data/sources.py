@@ -152,6 +152,13 @@ def load_defect_mask(pair: ImagePair, defect: str) -> np.ndarray:
     return mask_for_defect(mask, pair.source, defect)
 
 
+def known_defect_masks(pair: ImagePair) -> dict[str, np.ndarray]:
+    """Boolean masks of every defect ``pair``'s source labels (one read of the mask file):
+    what a simulated annotator knows lies on the photo."""
+    mask = read_mask(pair.mask)
+    return {d: mask_for_defect(mask, pair.source, d) for d in get_source(pair.source).defects}
+
+
 def _rank(seed: int, source: str, stem: str) -> bytes:
     return hashlib.sha256(f"{seed}:{source}:{stem}".encode()).digest()
 

@@ -2,23 +2,27 @@
 
 Rules (docs/feedback-loop.md states them for users):
 
-- Image: a logged request belongs to the export image with the same file name (the client
-  sent one), else to the image whose file in ``--images`` has the logged content sha256.
-  When several requests hit one image, the latest is the one judged (earlier ones are
-  counted as ``superseded``).
+- Image: a logged request belongs to the export image whose file (under the ``--images``
+  folders, found by its exact relative path or its content hash, never by a bare file
+  name) has the logged content sha256, else to the image with the logged file name (the
+  client sent one). When several requests hit one image, the latest is the one judged
+  (earlier ones are counted as ``superseded``).
 - Geometry: both sides are rasterised to pixels of the frame: a logged polygon answer with
   :func:`polygon_to_mask`, a mask answer as its mask; final polygons, masks and boxes the
   same way. IoU is pixel IoU.
 - Per image and label, proposals and final region shapes are paired greedily by
   decreasing IoU, one to one. A proposal paired with IoU >= ``accept_iou`` (0.95) is
   ``accepted``; with IoU in [``modify_iou`` (0.3), 0.95) ``modified`` (edit amount
-  1 - IoU and the symmetric difference in pixels); otherwise ``rejected`` (deleted, or
-  changed beyond recognition, or relabelled).
+  1 - IoU and the symmetric difference in pixels).
+- ``relabelled``: an unpaired proposal whose region a final shape of another label, left
+  unpaired by that label's proposals, covers with IoU >= ``modify_iou`` (greedy, one to
+  one). cvat-core keeps ``source: auto`` on a label change, so the source cannot tell.
+- ``rejected``: none of these (deleted, or changed beyond recognition).
 - ``missed``: final region shapes (and ``points`` shapes) of a defect label that no
   proposal was paired with and whose source is not ``auto``. Unpaired ``auto`` shapes come
   from function calls the log does not hold: counted ``unlogged_auto``, no clicks.
 - CVAT's ``source`` is extra evidence, not the rule: cvat-core turns an ``auto`` shape into
-  ``semi-auto`` when its points, label or rotation are edited (``computeNewSource``), so an
+  ``semi-auto`` when its points or rotation are edited (``computeNewSource``), so an
   accepted proposal whose shape is ``semi-auto`` (edited back to an IoU >= 0.95) or a
   modified one still ``auto`` is counted in ``source_disagreements``.
 """
@@ -32,16 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from defectcam.core.digest import file_sha256
-from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import NEGATIVE_LABEL
-from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape
+from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape, shape_region
+from defectcam.data.image_roots import ImageRoots
 from defectcam.feedback.log import LoggedProposal, LoggedRequest
 
 ACCEPT_IOU = 0.95
 MODIFY_IOU = 0.3
 REGION_KINDS = ("polygon", "mask", "box")
-DECISIONS = ("accepted", "modified", "rejected")
+DECISIONS = ("accepted", "modified", "relabelled", "rejected")
 
 
 @dataclass
@@ -58,6 +61,8 @@ class ProposalDecision:
     iou: float
     shape_index: int | None = None
     shape_source: str | None = None
+    #: the label of the final shape of a relabelled proposal
+    new_label: str | None = None
     proposal_area: int = 0
     final_area: int = 0
     symmetric_difference: int = 0
@@ -83,6 +88,9 @@ class ImageVerdict:
     image: CvatImage
     request: LoggedRequest | None
     matched_by: str = ""
+    #: the image's file under --images and its sha256 (``None`` when not found)
+    path: Path | None = None
+    sha256: str | None = None
     decisions: list[ProposalDecision] = field(default_factory=list)
     missed: list[MissedDefect] = field(default_factory=list)
     unlogged_auto: int = 0
@@ -115,40 +123,13 @@ class FeedbackMatch:
         return out
 
 
-def shape_region(shape: CvatShape, height: int, width: int) -> np.ndarray | None:
-    """A region shape's pixels on the frame (``None`` for points, polylines, tags)."""
-    if shape.kind == "polygon":
-        return polygon_to_mask(shape.points, height, width)
-    if shape.kind == "mask" and shape.mask is not None and shape.box is not None:
-        out = np.zeros((height, width), dtype=bool)
-        x1, y1 = shape.box[0], shape.box[1]
-        crop = shape.mask[: max(0, height - y1), : max(0, width - x1)]
-        crop = crop[max(0, -y1):, max(0, -x1):]
-        y0, x0 = max(0, y1), max(0, x1)
-        out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop
-        return out
-    if shape.kind == "box":
-        (x1, y1), (x2, y2) = np.asarray(shape.points, dtype=float).reshape(2, 2)
-        out = np.zeros((height, width), dtype=bool)
-        out[max(0, int(round(y1))) : int(round(y2)) + 1,
-            max(0, int(round(x1))) : int(round(x2)) + 1] = True
-        return out
-    return None
-
-
-def _image_file(images_dir: Path, name: str) -> Path | None:
-    for candidate in (images_dir / name, images_dir / Path(name).name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def pair_requests(
     annotations: CvatAnnotations, requests: Sequence[LoggedRequest],
-    images_dir: str | Path | None = None,
+    images: ImageRoots | str | Path | Sequence[str | Path] | None = None,
 ) -> tuple[list[ImageVerdict], list[LoggedRequest], list[LoggedRequest]]:
     """Export images with their latest logged request; also the requests of no export image
     and the superseded ones (an image asked for again later)."""
+    roots = ImageRoots.of(images) if images is not None else None
     by_name: dict[str, list[LoggedRequest]] = defaultdict(list)
     by_hash: dict[str, list[LoggedRequest]] = defaultdict(list)
     for request in requests:
@@ -162,20 +143,18 @@ def pair_requests(
     for image in annotations.images:
         found = by_name.get(image.name) or by_name.get(Path(image.name).name) or []
         how = "file name"
-        path = _image_file(Path(images_dir), image.name) if images_dir else None
-        if path is not None:
-            digest = file_sha256(path)
-            by_content = by_hash.get(digest, [])
-            if by_content:
-                # content wins over a name: two folders may reuse "0001.jpg"
-                found, how = by_content, "content sha256"
+        path = roots.find(image.name, image.sha256) if roots else None
+        digest = roots.digest(path) if path is not None else image.sha256
+        if digest and by_hash.get(digest):
+            # content wins over a name: two folders may reuse "0001.jpg"
+            found, how = by_hash[digest], "content sha256"
         found = [r for r in found if r.width == image.width and r.height == image.height]
         unique = {r.id: r for r in found}
         ordered = sorted(unique.values(), key=lambda r: (r.time, r.id))
         request = ordered[-1] if ordered else None
         superseded += [r for r in ordered[:-1] if r.id not in used]
         used.update(unique)
-        verdicts.append(ImageVerdict(image, request, how if request else ""))
+        verdicts.append(ImageVerdict(image, request, how if request else "", path, digest))
     unmatched = [r for r in requests if r.id not in used]
     return verdicts, unmatched, superseded
 
@@ -190,6 +169,29 @@ def _iou_matrix(props: list[np.ndarray], finals: list[np.ndarray]) -> np.ndarray
     return out
 
 
+def _greedy_pairs(iou: np.ndarray, min_iou: float) -> dict[int, int]:
+    """Rows paired one to one with columns by decreasing IoU, down to ``min_iou``."""
+    pair: dict[int, int] = {}
+    taken: set[int] = set()
+    if iou.size == 0:
+        return pair
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < min_iou:
+            break
+        if i not in pair and j not in taken:
+            pair[i] = j
+            taken.add(j)
+    return pair
+
+
+def _paired(d: ProposalDecision, shape_index: int, shape: CvatShape, proposal: np.ndarray,
+            final: np.ndarray) -> None:
+    d.shape_index, d.shape_source = shape_index, shape.source
+    d.final_area = int(final.sum())
+    d.symmetric_difference = int(np.count_nonzero(proposal ^ final))
+
+
 def judge_image(verdict: ImageVerdict, defects: Sequence[str],
                 accept_iou: float = ACCEPT_IOU, modify_iou: float = MODIFY_IOU) -> None:
     """Fill ``verdict.decisions`` / ``missed`` / ``unlogged_auto`` (see the module rules)."""
@@ -197,6 +199,8 @@ def judge_image(verdict: ImageVerdict, defects: Sequence[str],
     h, w = image.height, image.width
     proposals: list[LoggedProposal] = request.proposals if request else []
     labels = list(dict.fromkeys([*defects, *(p.label for p in proposals)]))
+    pixels: dict[tuple[int, int], np.ndarray] = {}
+    left: list[tuple[int, np.ndarray]] = []  # final region shapes no proposal of theirs took
     for label in labels:
         props = [p for p in proposals if p.label == label]
         shape_ids = [i for i, s in enumerate(image.shapes)
@@ -204,16 +208,7 @@ def judge_image(verdict: ImageVerdict, defects: Sequence[str],
         prop_px = [p.region(h, w) for p in props]
         final_px = [shape_region(image.shapes[i], h, w) for i in shape_ids]
         iou = _iou_matrix(prop_px, final_px)
-        pair: dict[int, int] = {}
-        taken: set[int] = set()
-        for flat in np.argsort(-iou, axis=None, kind="stable"):
-            i, j = divmod(int(flat), max(1, len(shape_ids)))
-            if iou.size == 0 or iou[i, j] < modify_iou:
-                break
-            if i in pair or j in taken:
-                continue
-            pair[i] = j
-            taken.add(j)
+        pair = _greedy_pairs(iou, modify_iou)
         for i, p in enumerate(props):
             j = pair.get(i)
             value = float(iou[i, j]) if j is not None else float(iou[i].max(initial=0.0))
@@ -222,30 +217,43 @@ def judge_image(verdict: ImageVerdict, defects: Sequence[str],
             d = ProposalDecision(p.request_id, p.index, label, p.confidence, image.name,
                                  decision, value, proposal_area=int(prop_px[i].sum()))
             if j is not None:
-                shape = image.shapes[shape_ids[j]]
-                d.shape_index, d.shape_source = shape_ids[j], shape.source
-                d.final_area = int(final_px[j].sum())
-                d.symmetric_difference = int(np.count_nonzero(prop_px[i] ^ final_px[j]))
+                _paired(d, shape_ids[j], image.shapes[shape_ids[j]], prop_px[i], final_px[j])
+            pixels[(p.request_id, p.index)] = prop_px[i]
             verdict.decisions.append(d)
-        for j, index in enumerate(shape_ids):
-            if j in taken:
-                continue
-            shape = image.shapes[index]
-            if shape.source == "auto":
-                verdict.unlogged_auto += 1
-            else:
-                verdict.missed.append(MissedDefect(image.name, label, index, shape.source,
-                                                   int(final_px[j].sum())))
+        taken = set(pair.values())
+        left += [(index, final_px[j]) for j, index in enumerate(shape_ids) if j not in taken]
         for index, shape in enumerate(image.shapes):  # a click drawn on a missed defect
             if shape.label == label and shape.kind == "points" and label != NEGATIVE_LABEL:
                 verdict.missed.append(MissedDefect(image.name, label, index, shape.source, 0))
+    # A relabel: a rejected proposal whose region a final shape of another label took over
+    # (cvat-core keeps source "auto" on a label change, so the source cannot tell).
+    rejected = [d for d in verdict.decisions if d.decision == "rejected"]
+    iou = _iou_matrix([pixels[(d.request_id, d.index)] for d in rejected],
+                      [px for _, px in left])
+    for i, d in enumerate(rejected):
+        iou[i, [image.shapes[index].label == d.label for index, _ in left]] = 0.0
+    relabels = _greedy_pairs(iou, modify_iou)
+    for i, j in relabels.items():
+        d, (index, final) = rejected[i], left[j]
+        d.decision, d.iou, d.new_label = "relabelled", float(iou[i, j]), image.shapes[index].label
+        _paired(d, index, image.shapes[index], pixels[(d.request_id, d.index)], final)
+    relabelled = set(relabels.values())
+    for j, (index, final) in enumerate(left):
+        shape = image.shapes[index]
+        if j in relabelled:
+            continue
+        if shape.source == "auto":
+            verdict.unlogged_auto += 1
+        else:
+            verdict.missed.append(MissedDefect(image.name, shape.label, index, shape.source,
+                                               int(final.sum())))
     verdict.decisions.sort(key=lambda d: (d.request_id, d.index))
 
 
 def match_feedback(
     annotations: CvatAnnotations,
     requests: Sequence[LoggedRequest],
-    images_dir: str | Path | None = None,
+    images: ImageRoots | str | Path | Sequence[str | Path] | None = None,
     defects: Sequence[str] = (),
     accept_iou: float = ACCEPT_IOU,
     modify_iou: float = MODIFY_IOU,
@@ -254,7 +262,7 @@ def match_feedback(
     if not 0 < modify_iou <= accept_iou <= 1:
         raise ValueError(f"need 0 < modify_iou <= accept_iou <= 1, got {modify_iou}, "
                          f"{accept_iou}")
-    verdicts, unmatched, superseded = pair_requests(annotations, requests, images_dir)
+    verdicts, unmatched, superseded = pair_requests(annotations, requests, images)
     for verdict in verdicts:
         judge_image(verdict, defects, accept_iou, modify_iou)
     return FeedbackMatch(verdicts, unmatched, superseded, accept_iou, modify_iou)
@@ -263,19 +271,20 @@ def match_feedback(
 # --------------------------------------------------------------------------- clicks
 
 
-def kept_region(verdict: ImageVerdict) -> np.ndarray:
-    """Every defect the image keeps after review: region shapes and clicks of any label
-    except the negative one."""
+def kept_by_label(verdict: ImageVerdict,
+                  negative_label: str = NEGATIVE_LABEL) -> dict[str, np.ndarray]:
+    """Every defect the image keeps after review, per label: region shapes and clicks of
+    every label except the negative one."""
     h, w = verdict.image.height, verdict.image.width
-    out = np.zeros((h, w), dtype=bool)
+    out: dict[str, np.ndarray] = {}
     for shape in verdict.image.shapes:
-        if shape.label == NEGATIVE_LABEL:
+        if shape.label == negative_label:
             continue
+        mask = out.setdefault(shape.label, np.zeros((h, w), dtype=bool))
         region = shape_region(shape, h, w)
         if region is not None:
-            out |= region
+            mask |= region
         elif shape.kind in ("points", "polyline"):
             for x, y in np.asarray(shape.points, dtype=float).reshape(-1, 2):
-                xi, yi = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
-                out[yi, xi] = True
+                mask[int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))] = True
     return out

@@ -8,6 +8,7 @@ import statistics
 from collections import Counter
 
 from defectcam.data import DEFECTS
+from defectcam.feedback.clicks import ClickOrigin
 from defectcam.feedback.match import FeedbackMatch
 
 
@@ -15,8 +16,22 @@ def _rate(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def feedback_report(match: FeedbackMatch, provenance: list[dict]) -> dict:
-    """Counts and rates per defect; edit amounts of modified proposals."""
+def click_counts(origins: list[ClickOrigin], label: str) -> dict:
+    """How many clicks each kind of decision gave ``label``, as positives and as negatives
+    (a relabel's click is a positive for the new label and a negative for the old one)."""
+    out: dict = {"positive": Counter(), "negative": Counter()}
+    for origin in origins:
+        if origin.click is None:
+            continue
+        for taught, sign in origin.teaches:
+            if taught == label:
+                out["positive" if sign > 0 else "negative"][origin.decision] += 1
+    return {kind: dict(sorted(counts.items())) for kind, counts in out.items()}
+
+
+def feedback_report(match: FeedbackMatch, origins: list[ClickOrigin]) -> dict:
+    """Counts and rates per defect; edit amounts of modified proposals; clicks per label and
+    the kind of decision that gave them."""
     labels = list(dict.fromkeys([*DEFECTS, *(d.label for d in match.decisions),
                                  *(m.label for m in match.missed)]))
     per_defect = {}
@@ -27,13 +42,15 @@ def feedback_report(match: FeedbackMatch, provenance: list[dict]) -> dict:
         total = len(ds)
         kept = counts["accepted"] + counts["modified"]
         edits = [d for d in ds if d.decision == "modified"]
-        clicks = Counter(p["decision"] for p in provenance
-                         if p["label"] == label and p["click"] is not None)
-        if not total and not missed:
+        taught = click_counts(origins, label)
+        negatives_of_rejections = {(o.request_id, o.proposal) for o in origins
+                                   if o.label == label and o.click is not None
+                                   and o.decision.startswith("rejected")}
+        if not total and not missed and not any(taught.values()):
             continue
         per_defect[label] = {
             "proposals": total, "accepted": counts["accepted"], "modified": counts["modified"],
-            "rejected": counts["rejected"], "missed": missed,
+            "relabelled": counts["relabelled"], "rejected": counts["rejected"], "missed": missed,
             "accepted_rate": _rate(counts["accepted"], total),
             "modified_rate": _rate(counts["modified"], total),
             "rejected_rate": _rate(counts["rejected"], total),
@@ -47,9 +64,11 @@ def feedback_report(match: FeedbackMatch, provenance: list[dict]) -> dict:
                 "mean_symmetric_difference_px": round(
                     statistics.fmean(d.symmetric_difference for d in edits), 1) if edits else None,
             },
-            "clicks": {"positive": clicks["accepted"] + clicks["modified"] + clicks["missed"],
-                       "negative": clicks["rejected"],
-                       "rejected_without_negative": counts["rejected"] - clicks["rejected"]},
+            "clicks": {"positive": sum(taught["positive"].values()),
+                       "negative": sum(taught["negative"].values()),
+                       "by_decision": taught,
+                       "rejected_without_negative":
+                           counts["rejected"] - len(negatives_of_rejections)},
         }
     judged = [v for v in match.images if v.request is not None]
     return {
@@ -67,10 +86,10 @@ def feedback_report(match: FeedbackMatch, provenance: list[dict]) -> dict:
         "proposals": [
             {"image": d.image, "request_id": d.request_id, "proposal": d.index,
              "label": d.label, "confidence": d.confidence, "decision": d.decision,
-             "iou": round(d.iou, 4), "shape_source": d.shape_source,
+             "new_label": d.new_label, "iou": round(d.iou, 4), "shape_source": d.shape_source,
              "proposal_area": d.proposal_area, "final_area": d.final_area,
              "symmetric_difference": d.symmetric_difference}
             for d in match.decisions
         ],
-        "clicks": provenance,
+        "clicks": [o.to_json() for o in origins],
     }
