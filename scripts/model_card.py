@@ -98,7 +98,7 @@ def rounds_rows(loop: Path) -> list[str]:
     """The annotation loop per defect and round (``scripts/annotation_rounds.py`` writes
     ``<loop>/<defect>/rounds.json``): the round's model on validation beside the
     learning-free baseline, its training time, and the proposing model on its own batch."""
-    rows = ["| defect | round | training min (best epoch) | held-apart pixel IoU | "
+    rows = ["| defect | round | training min (best epoch), crops/s | held-apart pixel IoU | "
             "val pixel IoU model / baseline | val FP/img | val Eq. 3 | val edit-cost | "
             "batch k by round k-1: Eq. 3 / edit-cost |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -106,8 +106,10 @@ def rounds_rows(loop: Path) -> list[str]:
     for path in sorted(loop.glob("*/rounds.json")):
         for k, r in sorted(json.loads(path.read_text()).items(), key=lambda kv: int(kv[0])):
             t = r.get("training", {})
-            trained = f"{t['seconds'] / 60:.0f} ({t.get('best_epoch')})" if t.get("seconds") \
-                else "-"
+            trained = "-"
+            if t.get("seconds"):
+                trained = (f"{t['seconds'] / 60:.0f} ({t.get('best_epoch')}), "
+                           f"{t.get('crops_seen', 0) / t['seconds']:.1f}")
             held = (t.get("held_apart") or {}).get("val_pixel_iou")
             model, base = _split_runs(r.get("val", {}))
             proposer, _ = _split_runs(r.get("batch_saving", {}))

@@ -27,7 +27,6 @@ from defectcam.feedback.cvat_client import (
 )
 from defectcam.feedback.log import read_log
 from defectcam.feedback.match import ACCEPT_IOU, MODIFY_IOU, match_feedback
-from defectcam.feedback.report import feedback_report
 
 CLICKS_FILE = "feedback-clicks.xml"
 REPORT_FILE = "feedback-report.json"
@@ -84,6 +83,7 @@ def _no_match_error(images: list[Path] | None, requests: int, images_in_export: 
 
 def run(args: argparse.Namespace) -> int:
     from defectcam.feedback.clicks import feedback_clicks  # loads torch: not for --help
+    from defectcam.feedback.report import feedback_report
 
     log = args.log or log_path()
     if log is None:

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings_defaults() -> dict:
-    from defectcam.training.pseudo_masks import PseudoMaskSettings
+    from defectcam.training.pixel_labels import PseudoMaskSettings
 
     return asdict(PseudoMaskSettings())
 

@@ -24,7 +24,7 @@ from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.training.checkpoint import load_checkpoint, save_checkpoint
 from defectcam.training.loop import TrainConfig, _autocast_dtype, binary_scores, training_device
-from defectcam.training.pseudo_masks import UNSURE
+from defectcam.training.pixel_labels import UNSURE
 
 #: The pixel head starts at this bias: a low probability everywhere, as most pixels are not a
 #: defect, so the first steps do not paint whole crops.

@@ -24,29 +24,14 @@ from defectcam.core.refine import disc
 from defectcam.data.crops import at_working_scale, read_rgb, resolve_image
 from defectcam.data.cvat_xml import CvatAnnotations, ImageClicks
 from defectcam.feedback.match import shape_region
+from defectcam.training.pixel_labels import (  # noqa: F401  (re-exported)
+    BACKGROUND,
+    DEFECT,
+    UNSURE,
+    PseudoMaskSettings,
+)
 
-BACKGROUND, DEFECT, UNSURE = 0, 1, 255
 MANIFEST = "pseudo-masks.json"
-
-
-@dataclass(frozen=True)
-class PseudoMaskSettings:
-    """How a map becomes pixel labels.
-
-    iterations: AdvCAM steps T (offline, where time is cheap; the request path keeps its own).
-    flips: also run the horizontally flipped image and average the two maps.
-    background_below: map values below this, farther than ``margin`` px from a defect, are
-        background.
-    margin: px around a defect region left unsure (its outline is the least certain part).
-    click_radius: px around a positive click that a defect component must reach to count
-        (others stay unsure), and the radius of the background disc of a negative click.
-    """
-
-    iterations: int = 4
-    flips: bool = True
-    background_below: float = 0.05
-    margin: int = 6
-    click_radius: int = 24
 
 
 def mask_file(out: Path, name: str) -> Path:
