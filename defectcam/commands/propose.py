@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         image = decoded.rgb
-        with tqdm(total=_tile_count(service, image, options), desc=path.name, unit="tile",
+        with tqdm(total=service.tile_count(*image.shape[:2], options), desc=path.name,
+                  unit="tile",
                   leave=False, disable=args.no_progress) as bar:
             answer = service.propose(image, options.replace(name=path.name), face="cli",
                                      image_sha256=hashlib.sha256(data).hexdigest(),
@@ -162,8 +163,3 @@ def run(args: argparse.Namespace) -> int:
                    f"left out) in {answer.seconds:.1f} s -> {stem}.cvat.json, "
                    f"{stem}.overlay.png")
     return 1 if failures else 0
-
-
-def _tile_count(service, image, options: ProposeOptions) -> int:
-    return sum(len(service.proposer.predictors[label].tile_grid(*image.shape[:2]))
-               for label in options.labels or service.labels)

@@ -36,7 +36,7 @@ from defectcam.core.digest import file_sha256
 from defectcam.core.postprocess import polygon_to_mask
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape
-from defectcam.feedback.log import LoggedProposal, LoggedRequest
+from defectcam.interaction_log import LoggedProposal, LoggedRequest
 
 ACCEPT_IOU = 0.95
 MODIFY_IOU = 0.3
