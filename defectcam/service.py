@@ -144,13 +144,13 @@ class ProposalService:
                                       options.screen, deadline=self.settings.deadline,
                                       started=start, costs=self.costs)
             result = self.proposer.propose_detailed(
-                image, steps, options.cam_threshold, labels, options.screen,
-                progress=progress, planner=planner)
+                image, iterations=steps, cam_threshold=options.cam_threshold, labels=labels,
+                screen=options.screen, progress=progress, planner=planner)
             report = planner.report()
         else:
             result = self.proposer.propose_detailed(
-                image, self._iterations(options, steps), options.cam_threshold,
-                options.propose_kwargs()["labels"], options.screen, progress=progress)
+                image, **{**options.propose_kwargs(), "iterations": self._iterations(
+                    options, steps)}, progress=progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
