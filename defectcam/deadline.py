@@ -102,19 +102,19 @@ class LinearCost:
 class WorkCosts:
     """What work costs on this worker: ``forward`` (one plain pass, per tile pixel; fixed:
     per batch), ``step`` (one climbing step, per tile pixel; fixed: per batch and step),
-    ``post`` (turning one defect's map into proposals, per pixel of the size it runs at;
+    ``post`` (per defect: turning its map into proposals, per pixel of the size it runs at;
     fixed: per call); ``climb_share``: per defect, the share of tiles screening climbs."""
 
     forward: LinearCost
     step: LinearCost
-    post: LinearCost
+    post: dict[str, LinearCost]
     climb_share: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def measure(cls, proposer: Any) -> WorkCosts:
         """Measured on this worker with its first classifier: a tile batch at T = 0 (twice:
-        the first also pays for allocations) and T = 1, one of tiny tiles (the fixed cost),
-        and proposals from a tiny and a 2 MP map."""
+        the first also pays for allocations) and T = 1, one of tiny tiles (the fixed cost);
+        with each classifier, proposals from a tiny and a 2 MP map."""
         predictor: DefectMapPredictor = next(iter(proposer.predictors.values()))
         m = predictor.metadata
         batch = predictor.tile_batch
@@ -136,14 +136,16 @@ class WorkCosts:
         fixed = min(tiny_s, forward_s / 2)
         forward = LinearCost(max(forward_s - fixed, 1e-3 * forward_s) / pixels, fixed)
         step = LinearCost(max(climb_s - forward_s, 0.5 * forward_s) / pixels, fixed)
-        post_fixed, post_s = _post_seconds(proposer, defect_map, m.tile_size)
-        # A real frame's map has more regions than this one: start above it.
-        post = LinearCost(3 * max(post_s - post_fixed, 1e-9) / (1024 * 2048), post_fixed)
+        post = {}
+        for label in proposer.predictors:
+            tiny, large = _post_seconds(proposer, label, defect_map.cam_map)
+            # A real frame's map has more regions than this one: start above it.
+            post[label] = LinearCost(3 * max(large - tiny, 1e-9) / (1024 * 2048), tiny)
         return cls(forward, step, post)
 
     def decay(self) -> None:
         """At a request's start: every estimate a step back towards what start-up measured."""
-        for cost in (self.forward, self.step, self.post):
+        for cost in (self.forward, self.step, *self.post.values()):
             cost.decay()
 
     def tile_seconds(self, tile_pixels: int, iterations: int, screen: bool = False,
@@ -185,22 +187,23 @@ class WorkCosts:
         """The estimates as the function log shows them (ms per megapixel)."""
         return {"forward_ms_per_megapixel": round(self.forward.per_pixel * 1e9, 1),
                 "step_ms_per_megapixel": round(self.step.per_pixel * 1e9, 1),
-                "proposals_ms_per_megapixel": round(self.post.per_pixel * 1e9, 1)}
+                "proposals_ms_per_megapixel": {label: round(cost.per_pixel * 1e9, 1)
+                                               for label, cost in self.post.items()}}
 
 
-def _post_seconds(proposer: Any, defect_map: DefectMap, tile: int) -> tuple[float, float]:
-    """Seconds to turn a tiny map and a 2 MP map (both from ``defect_map``) into proposals,
-    each the second of two calls (the first in a process pays one-time costs)."""
+def _post_seconds(proposer: Any, label: str, cam_map: np.ndarray) -> tuple[float, float]:
+    """Seconds to turn a tiny and a 2 MP map of ``label`` (``cam_map`` resized) into
+    proposals, each the second of two calls (the first in a process pays one-time costs)."""
     import cv2
 
     out = []
     for height, width in ((16, 16), (1024, 2048)):
         image = np.random.default_rng(1).integers(90, 170, (height, width, 3), np.uint8)
-        cam = cv2.resize(defect_map.cam_map, (width, height), interpolation=cv2.INTER_LINEAR)
-        predictor = proposer.predictors[defect_map.label]
+        cam = cv2.resize(cam_map, (width, height), interpolation=cv2.INTER_LINEAR)
+        predictor = proposer.predictors[label]
         grid = predictor.tile_grid(height, width)
         work = predictor.working_size(height, width)
-        sized = DefectMap(defect_map.label, cam, grid,
+        sized = DefectMap(label, cam, grid,
                           np.full((len(grid.ys), len(grid.xs)), 0.5, np.float32),
                           np.zeros((len(grid.ys), len(grid.xs)), bool), 1.0, 0, 0.0,
                           working_size=work if work != (height, width) else None)
@@ -462,7 +465,7 @@ class LabelWork:
         return self.planner.post_run(self)
 
     def posted(self, pixels: int, seconds: float, proposals: int) -> None:
-        self.planner.costs.post.observe(pixels, seconds)
+        self.planner.costs.post[self.label].observe(pixels, seconds)
 
     def start(self, tiles: list[Tile], iterations: int, screen: bool, allowance: float,
               hard_end: float) -> TileRun:
@@ -512,13 +515,13 @@ class DeadlinePlanner:
         """The largest post-processing side (``None``: the frame's own) at which the
         proposals of ``works`` fit ``budget``; the smallest when none does."""
         for side in (None, *POST_SIDES):
-            cost = sum(self.costs.post.seconds(w.post_pixels(side)) for w in works)
+            cost = self.post_seconds(works, side)
             if cost <= budget:
                 return side
         return POST_SIDES[-1]
 
     def post_seconds(self, works: Sequence[LabelWork], side: int | None) -> float:
-        return sum(self.costs.post.seconds(w.post_pixels(side)) for w in works)
+        return sum(self.costs.post[w.label].seconds(w.post_pixels(side)) for w in works)
 
     def post_run(self, work: LabelWork) -> PostRun:
         """From the time really left, shared with the defects not yet post-processed."""

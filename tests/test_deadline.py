@@ -160,7 +160,7 @@ def test_a_tiny_frame_does_not_empty_the_next_large_one(every_defect) -> None:
     what start-up measured), and the large frame is answered in time with tiles for every
     defect, the cut reported per defect in the function log and the interaction log."""
     costs = _service(every_defect).costs
-    rates = [costs.forward, costs.step, costs.post]
+    rates = [costs.forward, costs.step, *costs.post.values()]
     before = [c.per_pixel for c in rates]
     tiny = {"image": encode_image(Image.new("RGB", (8, 8), (120, 110, 100)))}
     assert call_function(every_defect, tiny)[0] == 200
@@ -205,7 +205,8 @@ def test_a_generous_deadline_answers_as_without_one(plain, untrained_weights,
 
 
 def _costs(forward: float = 1e-6, step: float = 2e-6, post: float = 1e-8) -> WorkCosts:
-    return WorkCosts(LinearCost(forward), LinearCost(step), LinearCost(post))
+    return WorkCosts(LinearCost(forward), LinearCost(step),
+                     {label: LinearCost(post) for label in ("crack", "spalling", "rust")})
 
 
 def test_costs_learn_from_real_work_within_bounds() -> None:
@@ -231,8 +232,8 @@ def test_a_tiny_frame_teaches_nothing_per_pixel() -> None:
     costs = _costs()
     costs.forward.fixed = 0.05
     costs.observe_tiles(64, 1, 0, 1, 0.2, 2)
-    costs.post.observe(64, 0.5)
-    assert costs.forward.per_pixel == 1e-6 and costs.post.per_pixel == 1e-8
+    costs.post["crack"].observe(64, 0.5)
+    assert costs.forward.per_pixel == 1e-6 and costs.post["crack"].per_pixel == 1e-8
     costs.observe_tiles(128 * 128, 2, 0, 2, 0.05 + 2 * 128 * 128 * 2e-6, 2)
     assert costs.forward.per_pixel == pytest.approx(1e-6 + 0.3 * 1e-6)  # learned, bounded
     costs.observe_tiles(128 * 128, 2, 2, 1, 0.05 + 2 * 128 * 128 * 1.3e-6 + 2 * 128 * 128 * 3e-6,
