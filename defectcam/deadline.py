@@ -423,6 +423,13 @@ class LabelWork:
         return costs.tile_seconds(self.tile_pixels, iterations, screen, self.label, count,
                                   self.predictor.tile_batch)
 
+    def first_batch(self, costs: WorkCosts) -> float:
+        """Seconds of one batch of plain Grad-CAM while no tile ran yet (else 0)."""
+        if self.run.steps or not self.remaining:
+            return 0.0
+        return self.seconds(costs, 0, False, min(self.predictor.tile_batch,
+                                                 len(self.remaining)))
+
     def post_pixels(self, max_side: int | None) -> int:
         height, width = self.planner.proposer.post_size(self.label, *self.planner.shape,
                                                         max_side)
@@ -556,6 +563,8 @@ class DeadlinePlanner:
         later = self.works[self.works.index(work):]
         left = self.end - self.clock()
         post = self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE))
+        # Each later defect keeps the time of one batch, so none is left without a tile.
+        keep = sum(w.first_batch(self.costs) for w in later[1:])
         budget = left - post
         chosen = (plan(later, self.costs, budget * PLAN_SHARE, self.ladder, self.level)
                   if work.quota is None else None)
@@ -570,12 +579,12 @@ class DeadlinePlanner:
             steps, screened = 0, False
             if work.quota is None or len(later) == 1:  # the last defect takes what is left
                 total = sum(w.seconds(self.costs, 0, False) for w in later)
-                share = max(budget * PLAN_SHARE, 0.0) / total if total > 0 else 0.0
+                share = max((budget - keep) * PLAN_SHARE, 0.0) / total if total > 0 else 0.0
                 work.quota = work.run_in_share + math.floor(min(share, 1.0)
                                                             * len(work.remaining))
                 batch = min(work.predictor.tile_batch, len(work.remaining))
                 if (work.quota - work.run_in_share < batch and not work.run.steps
-                        and budget > work.seconds(self.costs, 0, False, batch)):
+                        and budget - keep > work.first_batch(self.costs)):
                     work.quota = batch  # never no tile while a batch fits
             count = work.quota - work.run_in_share
             if count <= 0:
@@ -587,6 +596,7 @@ class DeadlinePlanner:
             planned = max(budget * PLAN_SHARE, 0.0)
         mine = work.seconds(self.costs, steps, screened, len(tiles))
         allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
-        # The tiles may run into the planned post-processing down to its smallest size.
-        floor = self.post_seconds(self.works, POST_SIDES[-1])
+        # The tiles may run into the planned post-processing down to its smallest size,
+        # never into the later defects' first batches.
+        floor = self.post_seconds(self.works, POST_SIDES[-1]) + keep
         return work.start(tiles, steps, screened, allowance, self.end - floor)

@@ -273,12 +273,17 @@ def test_plan_takes_the_best_level_that_fits(proposer) -> None:
 def test_a_defect_gets_a_batch_while_a_batch_fits(proposer) -> None:
     """Estimates that make every plan too dear still leave each defect a batch of tiles
     while the time allows one: no empty answer that had time."""
-    costs = _costs(forward=1e-4)  # a whole grid of plain Grad-CAM costs far beyond 10 s
+    costs = _costs(forward=5e-5)  # a whole grid of plain Grad-CAM costs far beyond 10 s
     planner = _planner(proposer, (2000, 3000), ["crack", "spalling", "rust"], 0, costs)
+    batch = [w.first_batch(costs) for w in planner.works]
+    assert 3 * sum(batch) > 10.0 > sum(batch) > 0
     for work in planner.works:
         run = planner.next_run(work)
         assert run is not None and len(run.tiles) >= work.predictor.tile_batch
         assert run.tiles[0] == (0, 0)  # the survey's coarsest lattice first
+        # the run may not eat the later defects' first batches
+        later = planner.works[planner.works.index(work) + 1:]
+        assert run.stop.hard_end <= planner.end - sum(w.first_batch(costs) for w in later)
 
 
 def test_proposals_are_sized_to_the_time_left(proposer) -> None:
