@@ -15,7 +15,8 @@ map into proposals. The planner decides from what work costs on this worker
    the neighbours of the most promising tiles), never none while there is time for a batch.
    Before each tile batch a guard checks the time; what is left is planned again.
 3. Once every map is made, the proposals' size is chosen again from the time really left;
-   past the deadline the smallest size runs and its smaller components are left out.
+   when a defect's share runs out its smaller components are left out, and a defect whose
+   turn comes after the planned end gets none (the answer goes out with what is ready).
 
 What was cut is a :class:`DeadlineReport`: the service logs it and writes it into the
 interaction log record.
@@ -121,7 +122,7 @@ class WorkCosts:
         rng = np.random.default_rng(0)
 
         def timed(height: int, width: int, iterations: int) -> tuple[float, DefectMap, int]:
-            image = rng.integers(90, 170, (height, width, 3), dtype=np.uint8)
+            image = _surface(rng, height, width)
             start = time.perf_counter()
             defect_map = predictor.predict(image, iterations)
             grid = defect_map.grid
@@ -140,7 +141,9 @@ class WorkCosts:
         for label in proposer.predictors:
             tiny, large = _post_seconds(proposer, label, defect_map.cam_map)
             # A real frame's map has more regions than this one: start above it.
-            post[label] = LinearCost(3 * max(large - tiny, 1e-9) / (1024 * 2048), tiny)
+            pixels = proposer.post_size(label, 1024, 2048)
+            post[label] = LinearCost(2 * max(large - tiny, 1e-9) / (pixels[0] * pixels[1]),
+                                     tiny)
         return cls(forward, step, post)
 
     def decay(self) -> None:
@@ -191,6 +194,16 @@ class WorkCosts:
                                                for label, cost in self.post.items()}}
 
 
+def _surface(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A plain grey surface with some texture: pixel noise would light up every evidence
+    rule and make proposals far dearer than a photo's."""
+    import cv2
+
+    noise = rng.normal(128, 40, (height, width, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3)
+    return np.clip((smooth - 128) * 4 + 128, 0, 255).astype(np.uint8)
+
+
 def _post_seconds(proposer: Any, label: str, cam_map: np.ndarray) -> tuple[float, float]:
     """Seconds to turn a tiny and a 2 MP map of ``label`` (``cam_map`` resized) into
     proposals, each the second of two calls (the first in a process pays one-time costs)."""
@@ -198,7 +211,7 @@ def _post_seconds(proposer: Any, label: str, cam_map: np.ndarray) -> tuple[float
 
     out = []
     for height, width in ((16, 16), (1024, 2048)):
-        image = np.random.default_rng(1).integers(90, 170, (height, width, 3), np.uint8)
+        image = _surface(np.random.default_rng(1), height, width)
         cam = cv2.resize(cam_map, (width, height), interpolation=cv2.INTER_LINEAR)
         predictor = proposer.predictors[label]
         grid = predictor.tile_grid(height, width)
@@ -535,6 +548,9 @@ class DeadlinePlanner:
         index = self.works.index(work)
         later = self.works[index:]
         left = self.end - self.clock()
+        if left <= 0:  # into the answer's reserve: the proposals made so far are the answer
+            work.run.post_cut = True
+            return PostRun(POST_SIDES[-1], skip=True)
         side = self.post_side(later, max(left, 0.0) * PLAN_SHARE)
         mine = self.post_seconds([work], side)
         planned = self.post_seconds(later, side)
@@ -562,10 +578,14 @@ class DeadlinePlanner:
             self.level += 1
         later = self.works[self.works.index(work):]
         left = self.end - self.clock()
-        post = self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE))
-        # Each later defect keeps the time of one batch, so none is left without a tile.
-        keep = sum(w.first_batch(self.costs) for w in later[1:])
+        # The proposals' planned share; beyond it, their own stop cuts them.
+        post = min(self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE)),
+                   left * POST_SHARE)
         budget = left - post
+        # Each later defect keeps the time of one batch, so none is left without a tile,
+        # but never this defect's own first batch (with room for its estimate's error).
+        keep = min(sum(w.first_batch(self.costs) for w in later[1:]),
+                   max(budget - 2 * work.first_batch(self.costs), 0.0))
         chosen = (plan(later, self.costs, budget * PLAN_SHARE, self.ladder, self.level)
                   if work.quota is None else None)
         if chosen is not None:
@@ -584,7 +604,7 @@ class DeadlinePlanner:
                                                             * len(work.remaining))
                 batch = min(work.predictor.tile_batch, len(work.remaining))
                 if (work.quota - work.run_in_share < batch and not work.run.steps
-                        and budget - keep > work.first_batch(self.costs)):
+                        and budget >= work.first_batch(self.costs)):
                     work.quota = batch  # never no tile while a batch fits
             count = work.quota - work.run_in_share
             if count <= 0:
@@ -598,5 +618,5 @@ class DeadlinePlanner:
         allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
         # The tiles may run into the planned post-processing down to its smallest size,
         # never into the later defects' first batches.
-        floor = self.post_seconds(self.works, POST_SIDES[-1]) + keep
+        floor = min(self.post_seconds(self.works, POST_SIDES[-1]), post) + keep
         return work.start(tiles, steps, screened, allowance, self.end - floor)

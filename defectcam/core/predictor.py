@@ -308,9 +308,11 @@ class DefectMapPredictor:
             tiles = grid.tiles()
         elif unknown := sorted(set(tiles) - set(grid.tiles())):
             raise ValueError(f"tiles {unknown} are not in the {len(grid.ys)}x{len(grid.xs)} grid")
+        ran = 0
         for first in range(0, len(tiles), self.tile_batch):
             if stop is not None and stop():
                 break
+            ran += 1
             batch = tiles[first : first + self.tile_batch]
             crops = np.stack([extract_tile(image, grid, i, j) for i, j in batch])
             x0 = normalize_batch(torch.from_numpy(crops).to(self.device), m.mean, m.std)
@@ -325,7 +327,8 @@ class DefectMapPredictor:
         # At the image's own size (bilinear: no new peaks), so that maps of parts of an image
         # merge into the map of the whole (MapParts).
         if work != (height, width):
-            acc = cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR)
+            acc = (cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR) if ran
+                   else np.zeros((height, width), np.float32))
         normaliser = map_normaliser(acc, m.cam_scale, settings.iterations)
         acc /= normaliser
         return DefectMap(

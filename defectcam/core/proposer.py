@@ -71,10 +71,12 @@ class TileRun:
 @dataclass
 class PostRun:
     """How a defect's map becomes proposals: at a longer side of at most ``max_side`` px
-    (``None``: the weights' own size), ``stop`` asked before each component."""
+    (``None``: the weights' own size), ``stop`` asked before each component; ``skip``: none
+    at all (a deadline already past)."""
 
     max_side: int | None = None
     stop: Callable[[], bool] | None = None
+    skip: bool = False
 
 
 class Schedule(Protocol):
@@ -257,6 +259,8 @@ class DefectProposer:
         for label, schedule in schedules.items():
             start = time.perf_counter()
             post = schedule.post()
+            if post.skip:
+                continue
             proposals, pixels = self._proposals(result.maps[label], cam_threshold, scales,
                                                 post.max_side, post.stop)
             seconds = time.perf_counter() - start
