@@ -81,8 +81,9 @@ class LinearCost:
         if self.prior <= 0:
             self.prior = self.per_pixel
 
-    def seconds(self, pixels: float, count: float = 1.0) -> float:
-        return count * self.fixed + pixels * self.per_pixel
+    def seconds(self, pixels: float, count: float = 1.0, prior: bool = False) -> float:
+        """Estimated seconds (``prior``: as measured at start-up, whatever came since)."""
+        return count * self.fixed + pixels * (self.prior if prior else self.per_pixel)
 
     def observe(self, pixels: float, seconds: float, count: float = 1.0) -> None:
         """``count`` calls over ``pixels`` took ``seconds``."""
@@ -109,6 +110,9 @@ class WorkCosts:
     forward: LinearCost
     step: LinearCost
     post: dict[str, LinearCost]
+    #: One predictor call's own work on the whole map (allocating, enlarging, normalising),
+    #: per frame pixel.
+    frame: LinearCost = field(default_factory=lambda: LinearCost(1e-9))
     climb_share: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -133,6 +137,11 @@ class WorkCosts:
         forward_s, defect_map, tile_pixels = timed(m.tile_size, width, 0)
         tiny_s, _, _ = timed(16, 16 * batch, 0)
         climb_s, _, _ = timed(m.tile_size, width, 1)
+        image = _surface(rng, 1024, 2048)
+        for _ in range(2):
+            start = time.perf_counter()
+            predictor.predict(image, 0, tiles=[(0, 0)])
+            frame_s = max(time.perf_counter() - start - forward_s / batch, 1e-6)
         pixels = batch * tile_pixels
         fixed = min(tiny_s, forward_s / 2)
         forward = LinearCost(max(forward_s - fixed, 1e-3 * forward_s) / pixels, fixed)
@@ -144,11 +153,11 @@ class WorkCosts:
             pixels = proposer.post_size(label, 1024, 2048)
             post[label] = LinearCost(2 * max(large - tiny, 1e-9) / (pixels[0] * pixels[1]),
                                      tiny)
-        return cls(forward, step, post)
+        return cls(forward, step, post, LinearCost(frame_s / (1024 * 2048)))
 
     def decay(self) -> None:
         """At a request's start: every estimate a step back towards what start-up measured."""
-        for cost in (self.forward, self.step, *self.post.values()):
+        for cost in (self.forward, self.step, self.frame, *self.post.values()):
             cost.decay()
 
     def tile_seconds(self, tile_pixels: int, iterations: int, screen: bool = False,
@@ -376,6 +385,7 @@ class _Guard:
         self.costs, self.allowance, self.hard_end, self.clock = costs, allowance, hard_end, clock
         self.batch = work.predictor.tile_batch
         self.batches = 0
+        self.stopped = False
         self.start = self.last = clock()
 
     def __call__(self) -> bool:
@@ -387,8 +397,12 @@ class _Guard:
         self.last = now
         size = min(self.batch, len(self.tiles) - self.batches * self.batch)
         next_batch = self.work.seconds(self.costs, self.iterations, self.screen, size)
+        next_batch += self.work.call_seconds(self.costs)  # the call's map comes after it
+        if not self.batches and self.work.first_batch(self.costs):
+            next_batch = min(next_batch, self.work.first_batch(self.costs))
         if now + next_batch > self.hard_end or (
                 self.batches and now - self.start + next_batch > self.allowance):
+            self.stopped = True
             return True
         self.batches += 1
         return False
@@ -437,11 +451,17 @@ class LabelWork:
                                   self.predictor.tile_batch)
 
     def first_batch(self, costs: WorkCosts) -> float:
-        """Seconds of one batch of plain Grad-CAM while no tile ran yet (else 0)."""
+        """Seconds of one call of one batch of plain Grad-CAM while no tile ran yet (else
+        0), as start-up measured them: what a frame is guaranteed does not depend on what
+        earlier frames taught the estimates."""
         if self.run.steps or not self.remaining:
             return 0.0
-        return self.seconds(costs, 0, False, min(self.predictor.tile_batch,
-                                                 len(self.remaining)))
+        pixels = min(self.predictor.tile_batch, len(self.remaining)) * self.tile_pixels
+        return costs.forward.seconds(pixels, prior=True) + self.call_seconds(costs, prior=True)
+
+    def call_seconds(self, costs: WorkCosts, prior: bool = False) -> float:
+        """Seconds of one predictor call's own work on the whole map."""
+        return costs.frame.seconds(self.planner.shape[0] * self.planner.shape[1], prior=prior)
 
     def post_pixels(self, max_side: int | None) -> int:
         height, width = self.planner.proposer.post_size(self.label, *self.planner.shape,
@@ -460,6 +480,9 @@ class LabelWork:
     def ran(self, part: DefectMap) -> int:
         guard, self._guard = self._guard, None
         tiles = guard.tiles_run if guard is not None else []
+        if guard is not None and guard.stopped:  # from the stop to here: the call's map
+            self.planner.costs.frame.observe(self.planner.shape[0] * self.planner.shape[1],
+                                             self.planner.clock() - guard.last)
         self.stalled = not tiles
         if not tiles:
             return 0
@@ -581,7 +604,7 @@ class DeadlinePlanner:
         # The proposals' planned share; beyond it, their own stop cuts them.
         post = min(self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE)),
                    left * POST_SHARE)
-        budget = left - post
+        budget = left - post - sum(w.call_seconds(self.costs) for w in later)
         # Each later defect keeps the time of one batch, so none is left without a tile,
         # but never this defect's own first batch (with room for its estimate's error).
         keep = min(sum(w.first_batch(self.costs) for w in later[1:]),
