@@ -642,7 +642,7 @@ class DeadlinePlanner:
             planned = max(budget * PLAN_SHARE, 0.0)
         mine = work.seconds(self.costs, steps, screened, len(tiles))
         allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
-        # The tiles may run into the planned post-processing down to its smallest size,
-        # never into the later defects' first batches.
-        floor = min(self.post_seconds(self.works, POST_SIDES[-1]), post) + keep
+        # The tiles never run into the proposals' planned time nor into the later defects'
+        # first batches.
+        floor = post + keep
         return work.start(tiles, steps, screened, allowance, self.end - floor)
