@@ -314,9 +314,10 @@ def test_a_stop_keeps_the_largest_components() -> None:
     mask[50:55, 60:75] = True  # 75
     everything = mask_to_proposals(mask, "spalling", 1)
     asked = []
-    cut = mask_to_proposals(mask, "spalling", 1, stop=lambda: asked.append(1) or len(asked) > 2)
+    cut = mask_to_proposals(mask, "spalling", 1, stop=lambda: asked.append(1) or len(asked) > 1)
     assert [p.area for p in everything] == [400, 75, 64]
-    assert [p.area for p in cut] == [400, 75]
+    assert [p.area for p in cut] == [400, 75] and len(asked) == 2  # not asked before the first
+    assert [p.area for p in mask_to_proposals(mask, "spalling", 1, stop=lambda: True)] == [400]
 
 
 def test_proposals_at_a_smaller_side_are_in_frame_pixels(proposer) -> None:

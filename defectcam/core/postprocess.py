@@ -111,8 +111,9 @@ def mask_to_proposals(
 
     ``score_map`` (the normalised CAM) gives each component its ``peak``;
     ``confidence_fn(y, x, peak)`` maps the peak pixel to a confidence (default: the peak).
-    Components are made and returned largest first; ``stop`` is asked before each one and
-    once it answers True the smaller ones are left out (a deadline's last resort).
+    Components are made and returned largest first; ``stop`` is asked before each one after
+    the largest and once it answers True the smaller ones are left out (a deadline's last
+    resort: the answer keeps the largest).
     """
     binary = np.ascontiguousarray(binary.astype(np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
@@ -123,7 +124,7 @@ def mask_to_proposals(
         x, y, w, h, area = (int(v) for v in stats[idx])
         if area < min_area:
             break
-        if stop is not None and stop():
+        if proposals and stop is not None and stop():
             break
         crop = labels[y : y + h, x : x + w] == idx
         peak, py, px = 1.0, y, x
