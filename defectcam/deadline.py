@@ -1,34 +1,24 @@
-"""Answer within a deadline: as much of the requested work as fits, never later.
+"""Answer within a deadline: the planner that decides what of a request fits the time.
 
-CVAT gives up on a frame after its timeout (120 s by default) and then fails the whole
-automatic-annotation job; ``DEFECTCAM_DEADLINE`` bounds one request below that. The service
-(:mod:`defectcam.service`) runs a request's defects through :func:`propose_within` when a
-deadline is set; every face gets the same behaviour.
+``DEFECTCAM_DEADLINE`` bounds one request below CVAT's timeout (which fails the whole
+automatic-annotation job). The service gives the proposer a :class:`DeadlinePlanner`; the
+proposer's one pipeline (tiles -> map -> proposals, ``DefectProposer.propose_detailed``)
+asks it, per defect, which tiles to run at how many AdvCAM steps and at what size to turn the
+map into proposals. The planner decides from what work costs on this worker
+(:class:`WorkCosts`, measured at start-up and learned within bounds as requests run):
 
-How the time is spent, from the tile count, the defects asked and the per-tile cost this
-worker measured (:class:`TileCosts`, a running estimate kept by the service, updated after
-every tile batch):
+1. Post-processing gets its share first: the largest size (the frame's own, then a longer
+   side of 4096, 2048, 1024 px) whose estimate fits a share of the time.
+2. Tiles get the rest: the best *level* that fits (the requested steps without screening,
+   with screening, one step fewer, ..., plain Grad-CAM); when even plain Grad-CAM over every
+   tile does not fit, each defect a fair share of its tiles (a spread survey first, then
+   the neighbours of the most promising tiles), never none while there is time for a batch.
+   Before each tile batch a guard checks the time; what is left is planned again.
+3. Once every map is made, the proposals' size is chosen again from the time really left;
+   when a defect's share runs out its smaller components are left out, and a defect whose
+   turn comes after the planned end gets none (the answer goes out with what is ready).
 
-1. The best *level* that fits the time left, in this order: the requested AdvCAM steps T
-   without screening (when not requested, nor the classifier's default), with screening,
-   T - 1 without and with screening, ..., plain Grad-CAM (T = 0). A level caps each defect's
-   steps; screening climbs only the tiles the classifier calls defective (p at least the
-   weights' ``screen_threshold``, else 0.5), whose share of tiles is estimated per defect
-   from what this worker has seen.
-2. When even plain Grad-CAM over every tile does not fit, each defect gets the same share
-   of its tiles, the most promising first: a survey of every other tile in both directions
-   (coarse to fine, so any prefix is spread over the frame), then the tiles next to the
-   surveyed tiles with the highest probability. Tiles left out keep a zero map and
-   propose nothing.
-3. Before each tile batch a guard checks the estimate against the time left; when a defect
-   runs late it stops, and the rest of the request is planned again at a lower level. Maps
-   of parts run with fewer steps are scaled to the defect's most steps (as screening does
-   for tiles it does not climb), so one normaliser serves the whole map.
-
-The answer comes at the latest by the deadline plus about one tile batch and the encoding of
-the answer (``RESERVE`` is kept free for the proposals and the answer). With the time to run
-everything as asked, every defect runs exactly as without a deadline (same calls, same maps).
-What was reduced is a :class:`DeadlineReport`: the service logs it and writes it into the
+What was cut is a :class:`DeadlineReport`: the service logs it and writes it into the
 interaction log record.
 """
 
@@ -36,22 +26,24 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-from defectcam.core.predictor import DefectMap, as_scales
-from defectcam.core.proposer import SCREEN_THRESHOLD, DefectProposer, ProposalResult
-from defectcam.core.proposer import screen_threshold as screen_threshold_of
+from defectcam.core.predictor import DefectMap, DefectMapPredictor
+from defectcam.core.proposer import SCREEN_THRESHOLD, PostRun, TileRun, screen_threshold
 from defectcam.core.tiling import TileGrid
 
 Tile = tuple[int, int]
 
 #: Share of the time left that a plan may fill: the rest absorbs estimation noise.
 PLAN_SHARE = 0.9
+#: Share of the time a request's post-processing is planned to take at most.
+POST_SHARE = 0.3
+#: Longer sides the proposals may be made at, after the frame's own (the last: last resort).
+POST_SIDES = (4096, 2048, 1024)
 #: Seconds kept free at the end for the answer (shapes, interaction log, JSON): a share of the
 #: deadline within these bounds.
 RESERVE_SHARE, RESERVE_MIN, RESERVE_MAX = 0.05, 0.3, 5.0
@@ -64,116 +56,188 @@ def reserve_for(deadline: float) -> float:
 
 # --------------------------------------------------------------------------- costs
 
+#: Observations of fewer pixels teach nothing about a per-pixel cost (fixed costs dominate).
+MIN_LEARN_PIXELS = 2 * 128 * 128
+#: One observation moves an estimate by at most this factor, and by this share of the way.
+STEP_BOUND, SMOOTHING = 2.0, 0.3
+#: Estimates stay within this factor of the measured prior.
+DRIFT_BOUND = 6.0
+#: Share of the way back to the prior an estimate goes at every request.
+DECAY = 0.15
+
 
 @dataclass
-class TileCosts:
-    """What work costs on this worker, learned as it runs (exponential moving averages).
+class LinearCost:
+    """Seconds of ``count`` calls over ``pixels`` pixels: ``count * fixed + pixels *
+    per_pixel``. ``per_pixel`` is learned from what runs: bounded per observation, kept
+    within :data:`DRIFT_BOUND` of ``prior`` and pulled back towards it at every request
+    (:meth:`decay`), so no frame, however tiny or odd, and no busy spell poisons it."""
 
-    ``forward``: seconds per tile pixel of one plain forward pass (T = 0); ``step``: seconds
-    per tile pixel of one climbing step (a forward and a backward pass to the input), so a
-    tile climbed T steps costs ``forward + T * step`` per pixel; ``post``: seconds per image
-    pixel to turn one defect's map into proposals. Until both tile costs are measured, their
-    ratio is ``step_ratio`` (2.2 on 2 CPU cores: BENCHMARKS.md, 46 s at T = 2 vs 8.4 s at
-    T = 0). ``climb_share``: per defect, the share of tiles screening climbs.
-    """
+    per_pixel: float
+    fixed: float = 0.0
+    prior: float = 0.0
 
-    forward: float | None = None
-    step: float | None = None
-    post: float = 1e-7
-    step_ratio: float = 2.2
-    smoothing: float = 0.3
+    def __post_init__(self) -> None:
+        if self.prior <= 0:
+            self.prior = self.per_pixel
+
+    def seconds(self, pixels: float, count: float = 1.0, prior: bool = False) -> float:
+        """Estimated seconds (``prior``: as measured at start-up, whatever came since)."""
+        return count * self.fixed + pixels * (self.prior if prior else self.per_pixel)
+
+    def observe(self, pixels: float, seconds: float, count: float = 1.0) -> None:
+        """``count`` calls over ``pixels`` took ``seconds``."""
+        if pixels < MIN_LEARN_PIXELS or seconds <= 0 or self.per_pixel <= 0:
+            return
+        seen = max(seconds - count * self.fixed, 0.0) / pixels
+        seen = min(max(seen, self.per_pixel / STEP_BOUND), self.per_pixel * STEP_BOUND)
+        self._set(self.per_pixel + SMOOTHING * (seen - self.per_pixel))
+
+    def decay(self) -> None:
+        self._set(self.per_pixel + DECAY * (self.prior - self.per_pixel))
+
+    def _set(self, value: float) -> None:
+        self.per_pixel = min(max(value, self.prior / DRIFT_BOUND), self.prior * DRIFT_BOUND)
+
+
+@dataclass
+class WorkCosts:
+    """What work costs on this worker: ``forward`` (one plain pass, per tile pixel; fixed:
+    per batch), ``step`` (one climbing step, per tile pixel; fixed: per batch and step),
+    ``post`` (per defect: turning its map into proposals, per pixel of the size it runs at;
+    fixed: per call); ``climb_share``: per defect, the share of tiles screening climbs."""
+
+    forward: LinearCost
+    step: LinearCost
+    post: dict[str, LinearCost]
+    #: One predictor call's own work on the whole map (allocating, enlarging, normalising),
+    #: per frame pixel.
+    frame: LinearCost = field(default_factory=lambda: LinearCost(1e-9))
     climb_share: dict[str, float] = field(default_factory=dict)
-    forward_measured: bool = False
-    step_measured: bool = False
 
-    @property
-    def known(self) -> bool:
-        return self.forward is not None
+    @classmethod
+    def measure(cls, proposer: Any) -> WorkCosts:
+        """Measured on this worker with its first classifier: a tile batch at T = 0 and
+        T = 1, one of tiny tiles (the fixed cost), a call that runs no tile of a 2 MP frame
+        (the call's work on the whole map); with each classifier, proposals from a tiny and
+        a 2 MP map."""
+        predictor: DefectMapPredictor = next(iter(proposer.predictors.values()))
+        m = predictor.metadata
+        batch = predictor.tile_batch
+        rng = np.random.default_rng(0)
 
-    def _average(self, old: float | None, new: float, measured: bool) -> float:
-        return new if old is None or not measured else old + self.smoothing * (new - old)
+        def timed(height: int, width: int, iterations: int) -> tuple[float, DefectMap, int]:
+            """The second of two calls: a new input shape's first call pays its set-up."""
+            image = _surface(rng, height, width)
+            for _ in range(2):
+                start = time.perf_counter()
+                defect_map = predictor.predict(image, iterations)
+                seconds = time.perf_counter() - start
+            grid = defect_map.grid
+            return seconds, defect_map, grid.tile_h * grid.tile_w
 
-    def observe(self, tile_pixels: int, forwards: float, steps: float, seconds: float) -> None:
-        """One tile batch took ``seconds``: ``forwards`` plain passes and ``steps`` climbing
-        steps, counted in tiles of ``tile_pixels`` pixels."""
-        if seconds <= 0 or tile_pixels <= 0 or forwards <= 0:
+        width = m.tile_size + (m.tile_size - m.tile_overlap) * (batch - 1)
+        forward_s, defect_map, tile_pixels = timed(m.tile_size, width, 0)
+        tiny_s, _, _ = timed(16, 16 * batch, 0)
+        climb_s, _, _ = timed(m.tile_size, width, 1)
+        image = _surface(rng, 1024, 2048)
+        for _ in range(2):  # a call that runs no tile: its work on the whole map alone
+            start = time.perf_counter()
+            predictor.predict(image, 0, tiles=[])
+            frame_s = max(time.perf_counter() - start, 1e-6)
+        pixels = batch * tile_pixels
+        fixed = min(tiny_s, forward_s / 2)
+        forward = LinearCost(max(forward_s - fixed, 1e-3 * forward_s) / pixels, fixed)
+        step = LinearCost(max(climb_s - forward_s, 0.5 * forward_s) / pixels, fixed)
+        post = {}
+        for label in proposer.predictors:
+            tiny, large = _post_seconds(proposer, label, defect_map.cam_map)
+            # A real frame's map has more regions than this one: start above it.
+            pixels = proposer.post_size(label, 1024, 2048)
+            post[label] = LinearCost(2 * max(large - tiny, 1e-9) / (pixels[0] * pixels[1]),
+                                     tiny)
+        return cls(forward, step, post, LinearCost(frame_s / (1024 * 2048)))
+
+    def decay(self) -> None:
+        """At a request's start: every estimate a step back towards what start-up measured."""
+        for cost in (self.forward, self.step, self.frame, *self.post.values()):
+            cost.decay()
+
+    def tile_seconds(self, tile_pixels: int, iterations: int, screen: bool = False,
+                     label: str | None = None, tiles: float = 1.0, batch: int = 1) -> float:
+        """Estimated seconds for ``tiles`` tiles run in batches of ``batch``: a climb is a
+        forward and ``iterations`` steps; screening first runs a forward over every tile
+        and climbs only the share it passes."""
+        batches = tiles / max(batch, 1)
+        plain = self.forward.seconds(tiles * tile_pixels, batches)
+        if iterations == 0:
+            return plain
+        climb = plain + iterations * self.step.seconds(tiles * tile_pixels, batches)
+        if not screen:
+            return climb
+        share = self.climb_share.get(label, SCREEN_THRESHOLD) if label else SCREEN_THRESHOLD
+        return plain + share * climb
+
+    def observe_tiles(self, tile_pixels: int, tiles: int, iterations: int, climbed: int,
+                      seconds: float, batch: int, screened: bool = False) -> None:
+        """``tiles`` tiles (``climbed`` of them climbed ``iterations`` steps, after a
+        screening forward over all when ``screened``) took ``seconds``: plain batches teach
+        the forward cost, the others the step cost."""
+        batches = math.ceil(tiles / max(batch, 1))
+        if iterations == 0 or climbed == 0:
+            self.forward.observe(tiles * tile_pixels, seconds, batches)
             return
-        per_pixel = seconds / tile_pixels
-        if steps == 0:
-            self.forward = self._average(self.forward, per_pixel / forwards,
-                                         self.forward_measured)
-            self.forward_measured = True
-            if not self.step_measured:
-                self.step = self.forward * self.step_ratio
-            return
-        if self.forward_measured:
-            step = max((per_pixel - forwards * self.forward) / steps, 0.5 * self.forward)
-        else:  # both unknown: split by the prior ratio
-            step = per_pixel / (forwards / self.step_ratio + steps)
-        self.step = self._average(self.step, step, self.step_measured)
-        self.step_measured = True
-        if not self.forward_measured:
-            self.forward = self.step / self.step_ratio
-
-    def observe_post(self, image_pixels: int, seconds: float) -> None:
-        if image_pixels > 0 and seconds > 0:
-            self.post += self.smoothing * (seconds / image_pixels - self.post)
+        forwards = climbed + (tiles if screened else 0)
+        plain = self.forward.seconds(forwards * tile_pixels, batches)
+        self.step.observe(climbed * iterations * tile_pixels, max(seconds - plain, 0.0),
+                          batches * iterations)
 
     def observe_climbs(self, label: str, tiles: int, climbed: int) -> None:
         if tiles > 0:
             old = self.climb_share.get(label)
             share = climbed / tiles
-            self.climb_share[label] = share if old is None else old + self.smoothing * (
-                share - old)
+            self.climb_share[label] = share if old is None else old + SMOOTHING * (share - old)
 
-    def tile_seconds(self, tile_pixels: int, iterations: int, screen: bool = False,
-                     label: str | None = None) -> float:
-        """Estimated seconds for one tile (0 when nothing is measured yet)."""
-        if self.forward is None or self.step is None:
-            return 0.0
-        climb = self.forward + iterations * self.step
-        if iterations == 0:
-            return tile_pixels * self.forward
-        if not screen:
-            return tile_pixels * climb
-        share = self.climb_share.get(label, SCREEN_THRESHOLD) if label else SCREEN_THRESHOLD
-        return tile_pixels * (self.forward + share * climb)
+    def log_fields(self) -> dict[str, float]:
+        """The estimates as the function log shows them (ms per megapixel)."""
+        return {"forward_ms_per_megapixel": round(self.forward.per_pixel * 1e9, 1),
+                "step_ms_per_megapixel": round(self.step.per_pixel * 1e9, 1),
+                "proposals_ms_per_megapixel": {label: round(cost.per_pixel * 1e9, 1)
+                                               for label, cost in self.post.items()}}
 
-    def post_seconds(self, image_pixels: int) -> float:
-        return image_pixels * self.post
 
-    def warm_up(self, proposer: DefectProposer) -> None:
-        """Measure on this worker before the first request, with the first classifier: one
-        tile batch at T = 0 (twice: the first pass also pays for allocations) and at T = 1,
-        and turning a map into proposals."""
-        predictor = next(iter(proposer.predictors.values()))
-        m = predictor.metadata
-        batch = predictor.tile_batch
-        width = m.tile_size + (m.tile_size - m.tile_overlap) * (batch - 1)
-        rng = np.random.default_rng(0)
-        image = rng.integers(90, 170, (m.tile_size, width, 3), dtype=np.uint8)
-        pixels = m.tile_size * m.tile_size
-        for iterations in (0, 0, 1):
-            start = time.perf_counter()
-            defect_map = predictor.predict(image, iterations)
-            self.observe(pixels, batch, batch * iterations, time.perf_counter() - start)
-        # Proposals from a 2 MP map of that tile's map, twice: the first call in a process
-        # also pays one-time costs. Its few contours cost less than a real frame's (measured:
-        # 15 vs 35-50 ns per pixel on 2 CPU cores): 3x, until real requests are measured.
-        big = (1024, 2048)
-        image = cv2.resize(image, big[::-1], interpolation=cv2.INTER_LINEAR)
-        defect_map.cam_map = cv2.resize(defect_map.cam_map, big[::-1],
-                                        interpolation=cv2.INTER_LINEAR)
-        defect_map.grid = predictor.tile_grid(*big)
-        work = predictor.working_size(*big)
-        defect_map.working_size = work if work != big else None
-        defect_map.tile_probability = np.full((len(defect_map.grid.ys),
-                                               len(defect_map.grid.xs)), 0.5, np.float32)
+def _surface(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A plain grey surface with some texture: pixel noise would light up every evidence
+    rule and make proposals far dearer than a photo's."""
+    import cv2
+
+    noise = rng.normal(128, 40, (height, width, 3)).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), 3)
+    return np.clip((smooth - 128) * 4 + 128, 0, 255).astype(np.uint8)
+
+
+def _post_seconds(proposer: Any, label: str, cam_map: np.ndarray) -> tuple[float, float]:
+    """Seconds to turn a tiny and a 2 MP map of ``label`` (``cam_map`` resized) into
+    proposals, each the second of two calls (the first in a process pays one-time costs)."""
+    import cv2
+
+    out = []
+    for height, width in ((16, 16), (1024, 2048)):
+        image = _surface(np.random.default_rng(1), height, width)
+        cam = cv2.resize(cam_map, (width, height), interpolation=cv2.INTER_LINEAR)
+        predictor = proposer.predictors[label]
+        grid = predictor.tile_grid(height, width)
+        work = predictor.working_size(height, width)
+        sized = DefectMap(label, cam, grid,
+                          np.full((len(grid.ys), len(grid.xs)), 0.5, np.float32),
+                          np.zeros((len(grid.ys), len(grid.xs)), bool), 1.0, 0, 0.0,
+                          working_size=work if work != (height, width) else None)
         for _ in range(2):
             start = time.perf_counter()
-            proposer.map_to_proposals(defect_map, None, image)
+            proposer.map_to_proposals(sized, None, image)
             seconds = time.perf_counter() - start
-        self.post = 3 * seconds / (big[0] * big[1])
+        out.append(seconds)
+    return out[0], out[1]
 
 
 # --------------------------------------------------------------------------- report
@@ -181,8 +245,10 @@ class TileCosts:
 
 @dataclass
 class LabelRun:
-    """What one defect got: its tiles, the steps asked, and how many tiles ran at how many
-    steps (``steps``: steps -> tiles); ``screened``: screening ran without being asked."""
+    """What one defect got: its tiles, the steps asked, how many tiles ran at how many steps
+    (``steps``: steps -> tiles), whether screening ran without being asked, and its
+    proposals: the longer side they were made at (``post_side``; ``None``: as without a
+    deadline) and whether smaller components were left out (``post_cut``)."""
 
     label: str
     tiles: int
@@ -190,6 +256,8 @@ class LabelRun:
     requested_screen: bool
     steps: dict[int, int] = field(default_factory=dict)
     screened: bool = False
+    post_side: int | None = None
+    post_cut: bool = False
 
     @property
     def tiles_run(self) -> int:
@@ -201,20 +269,24 @@ class LabelRun:
 
     @property
     def reduced(self) -> bool:
-        return (self.left_out > 0 or self.screened
-                or any(t < self.requested_iterations for t in self.steps))
+        return (self.left_out > 0 or self.screened or self.post_side is not None
+                or self.post_cut or any(t < self.requested_iterations for t in self.steps))
 
     def to_log(self) -> dict[str, Any]:
-        return {"tiles": self.tiles, "tiles_left_out": self.left_out,
+        return {"tiles": self.tiles, "tiles_run": self.tiles_run,
+                "tiles_left_out": self.left_out,
                 "requested_iterations": self.requested_iterations,
                 "steps": {str(t): n for t, n in sorted(self.steps.items(), reverse=True)},
-                "screened": self.screened or self.requested_screen}
+                "screened": self.screened or self.requested_screen,
+                "proposals_max_side": self.post_side, "proposals_cut": self.post_cut}
 
     def describe(self) -> str:
         ran = ", ".join(f"{n} at T={t}" for t, n in sorted(self.steps.items(), reverse=True))
         screened = " screened" if self.screened else ""
-        return (f"{self.label}: {self.tiles_run}/{self.tiles} tiles ({ran or 'none'}{screened}; "
-                f"asked T={self.requested_iterations})")
+        post = f"; proposals at {self.post_side} px" if self.post_side else ""
+        cut = "; smaller proposals left out" if self.post_cut else ""
+        return (f"{self.label}: {self.tiles_run}/{self.tiles} tiles ({ran or 'none'}{screened};"
+                f" asked T={self.requested_iterations}){post}{cut}")
 
 
 @dataclass
@@ -277,137 +349,7 @@ def follow_order(grid: TileGrid, remaining: Sequence[Tile], probability: np.ndar
     return sorted(remaining, key=lambda t: (-promise(t), -_level(*t), t))
 
 
-# --------------------------------------------------------------------------- one defect
-
-
-class _LabelWork:
-    """One defect's share of a request: its grid, the tiles still to run, and the map parts
-    run so far. Parts fold into one raw sum per number of steps as they come, so memory
-    holds at most one full-size map per step count besides the running call's."""
-
-    def __init__(self, label: str, predictor: Any, image_shape: tuple[int, int],
-                 iterations: int, screen: bool | None) -> None:
-        self.label = label
-        self.predictor = predictor
-        self.image_shape = image_shape
-        self.grid: TileGrid = predictor.tile_grid(*image_shape)
-        #: The probability below which screening leaves a tile unclimbed (when it screens).
-        self.threshold = screen_threshold_of(True, predictor.metadata)
-        # Requested: the request's screen, or (None) the classifier's screen_threshold.
-        screen = screen_threshold_of(screen, predictor.metadata) is not None
-        self.tile_pixels = self.grid.tile_h * self.grid.tile_w
-        self.remaining: list[Tile] = self.grid.tiles()
-        shape = (len(self.grid.ys), len(self.grid.xs))
-        self.done = np.zeros(shape, bool)
-        self.probability = np.zeros(shape, np.float32)
-        self.climbed = np.zeros(shape, bool)
-        self.run = LabelRun(label, len(self.grid), iterations, screen)
-        #: Tiles this defect may run once even plain Grad-CAM does not fit everything.
-        self.quota: int | None = None
-        self.run_in_share = 0
-        self._only: DefectMap | None = None  # the first part, untouched while it is alone
-        self._sums: dict[int, np.ndarray] = {}  # steps -> raw (unnormalised) map sum
-        self._seconds = 0.0
-
-    def seconds(self, costs: TileCosts, iterations: int, screen: bool, tiles: int | None = None
-                ) -> float:
-        count = len(self.remaining) if tiles is None else tiles
-        return count * costs.tile_seconds(self.tile_pixels, iterations, screen, self.label)
-
-    def record(self, defect_map: DefectMap, iterations: int, screened: bool,
-               tiles: list[Tile], in_share: bool = False) -> None:
-        if not tiles:
-            return
-        if in_share:
-            self.run_in_share += len(tiles)
-        ran = set(tiles)
-        self.remaining = [t for t in self.remaining if t not in ran]
-        rows, cols = np.array(tiles).T
-        self.done[rows, cols] = True
-        self.probability[rows, cols] = defect_map.tile_probability[rows, cols]
-        self.climbed[rows, cols] = defect_map.climbed[rows, cols]
-        self.run.steps[iterations] = self.run.steps.get(iterations, 0) + len(tiles)
-        self.run.screened |= screened and not self.run.requested_screen
-        self._seconds += defect_map.seconds
-        if self._only is None and not self._sums:
-            self._only = defect_map
-            return
-        if self._only is not None:
-            self._fold(self._only)
-            self._only = None
-        self._fold(defect_map)
-
-    def _fold(self, part: DefectMap) -> None:
-        raw = part.cam_map  # the part's own buffer, no longer needed as a map
-        raw *= np.float32(part.normaliser)
-        if part.iterations in self._sums:
-            self._sums[part.iterations] += raw
-        else:
-            self._sums[part.iterations] = raw
-
-    def defect_map(self) -> DefectMap | None:
-        """The map of every part: a lone part is returned as the predictor made it."""
-        if self._only is not None:
-            return self._only
-        if not self._sums:
-            return None
-        top = max(self._sums)
-        raw = self._sums.pop(top)
-        for iterations, part in self._sums.items():
-            # Fewer steps sum fewer CAMs: scaled to the most steps, as screening scales
-            # the tiles it does not climb.
-            part *= np.float32((top + 1) / (iterations + 1))
-            raw += part
-        self._sums = {top: raw}
-        m = self.predictor.metadata
-        normaliser = max(float(raw.max()), m.cam_scale * (top + 1), 1e-12)
-        work = (self.grid.height, self.grid.width)
-        return DefectMap(label=self.label, cam_map=raw / np.float32(normaliser),
-                         grid=self.grid, tile_probability=self.probability.copy(),
-                         climbed=self.climbed.copy(), normaliser=normaliser, iterations=top,
-                         seconds=self._seconds,
-                         working_size=work if work != self.image_shape else None)
-
-
-class _Guard:
-    """``stop`` for one predict call: measures each batch, stops the call when the next batch
-    would overrun the call's allowance or the deadline."""
-
-    def __init__(self, work: _LabelWork, tiles: list[Tile], iterations: int, screen: bool,
-                 costs: TileCosts, allowance: float, hard_end: float,
-                 clock: Callable[[], float]) -> None:
-        self.work, self.tiles, self.iterations, self.screen = work, tiles, iterations, screen
-        self.costs, self.allowance, self.hard_end, self.clock = costs, allowance, hard_end, clock
-        self.batch = work.predictor.tile_batch
-        self.batches = 0
-        self.stopped = False
-        self.start = self.last = clock()
-
-    def __call__(self) -> bool:
-        now = self.clock()
-        if self.batches and not self.screen:  # a screened batch's cost depends on its tiles
-            size = min(self.batch, len(self.tiles) - (self.batches - 1) * self.batch)
-            self.costs.observe(self.work.tile_pixels, size, size * self.iterations,
-                               now - self.last)
-        self.last = now
-        size = min(self.batch, len(self.tiles) - self.batches * self.batch)
-        next_batch = self.work.seconds(self.costs, self.iterations, self.screen, size)
-        if self.batches and (now - self.start + next_batch > self.allowance
-                             or now + next_batch > self.hard_end):
-            self.stopped = True
-            return True
-        if not self.batches and now + next_batch > self.hard_end:
-            self.stopped = True
-            return True
-        self.batches += 1
-        return False
-
-    @property
-    def tiles_run(self) -> list[Tile]:
-        return self.tiles[: min(len(self.tiles), self.batches * self.batch)]
-
-
-# --------------------------------------------------------------------------- the request
+# --------------------------------------------------------------------------- levels
 
 
 def levels(top: int, screen: bool) -> list[tuple[int, bool]]:
@@ -421,104 +363,286 @@ def levels(top: int, screen: bool) -> list[tuple[int, bool]]:
     return out
 
 
-def _setting(work: _LabelWork, level: tuple[int, bool]) -> tuple[int, bool]:
-    """(steps, screening) of one defect at a level: a defect that asked for screening (or
-    whose classifier screens by default) screens at every level."""
-    iterations = min(work.run.requested_iterations, level[0])
-    return iterations, (level[1] or work.run.requested_screen) and iterations > 0
-
-
-def plan(works: Sequence[_LabelWork], costs: TileCosts, budget: float,
+def plan(works: Sequence[LabelWork], costs: WorkCosts, budget: float,
          ladder: Sequence[tuple[int, bool]], first: int = 0) -> int | None:
     """The index in ``ladder`` (from ``first`` on) of the best level whose estimated cost for
     the remaining tiles of ``works`` fits ``budget``; ``None`` when none does."""
     for index in range(first, len(ladder)):
-        cost = sum(w.seconds(costs, *_setting(w, ladder[index])) for w in works)
+        cost = sum(w.seconds(costs, *w.setting(ladder[index])) for w in works)
         if cost <= budget:
             return index
     return None
 
 
-def propose_within(
-    proposer: DefectProposer,
-    image: np.ndarray,
-    labels: Sequence[str],
-    iterations: dict[str, int],
-    *,
-    deadline: float,
-    started: float,
-    costs: TileCosts,
-    cam_threshold: float | None = None,
-    screen: bool | None = None,
-    progress: Callable[[int], None] | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[ProposalResult, DeadlineReport]:
-    """Proposals of ``labels`` (each with its requested AdvCAM steps ``iterations[label]``)
-    answered by ``started + deadline`` (``clock`` seconds); see the module docstring.
-    ``screen``: the request's (``None``: each classifier's ``screen_threshold``)."""
-    end = started + deadline - reserve_for(deadline)
-    scales = as_scales(image)  # one shrunk copy per working size, for every call
-    height, width = image.shape[:2]
-    works = [_LabelWork(label, proposer.predictors[label], (height, width), iterations[label],
-                        screen) for label in labels]
-    top = max((w.run.requested_iterations for w in works), default=0)
-    ladder = levels(top, bool(works) and all(w.run.requested_screen for w in works))
-    level = 0
-    result = ProposalResult(proposals=[])
-    for index, work in enumerate(works):
-        start = clock()
-        later = works[index:]
-        while work.remaining:
-            now = clock()
-            post = sum(costs.post_seconds(height * width) for _ in later)
-            budget = end - now - post
-            chosen = (plan(later, costs, budget * PLAN_SHARE, ladder, level) if costs.known
-                      else level)
-            if chosen is not None and work.quota is None:
-                level = chosen
-                steps, screened = _setting(work, ladder[level])
-                tiles = list(work.remaining)
-                planned = sum(w.seconds(costs, *_setting(w, ladder[level])) for w in later)
-            else:  # even plain Grad-CAM does not fit: a fair share of each defect's tiles
-                level = len(ladder) - 1
-                steps, screened = 0, False
-                if work.quota is None:  # fixed once, so that later defects keep their share
-                    total = sum(w.seconds(costs, 0, False) for w in later)
-                    share = max(budget * PLAN_SHARE, 0.0) / total if total > 0 else 0.0
-                    work.quota = math.floor(min(share, 1.0) * len(work.remaining))
-                quota = work.quota - work.run_in_share
-                if quota <= 0:
-                    break
-                unsurveyed = [t for t in survey_order(work.grid) if not work.done[t]]
-                order = unsurveyed or follow_order(work.grid, work.remaining,
-                                                   work.probability, work.done)
-                tiles = order[:quota]
-                planned = max(budget * PLAN_SHARE, 0.0)
-            mine = work.seconds(costs, steps, screened, len(tiles))
-            allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
-            guard = _Guard(work, tiles, steps, screened, costs, allowance, end - post, clock)
-            defect_map = work.predictor.predict(
-                scales, steps, work.threshold if screened else None, progress=progress,
-                tiles=tiles, stop=guard)
-            ran = guard.tiles_run
-            if screened and ran:
-                climbed = int(sum(defect_map.climbed[i, j] for i, j in ran))
-                costs.observe_climbs(work.label, len(ran), climbed)
-                costs.observe(work.tile_pixels, len(ran) + climbed, climbed * steps,
-                              clock() - guard.start)
-            work.record(defect_map, steps, screened, ran, in_share=work.quota is not None)
-            if not ran:
-                if level == len(ladder) - 1:
-                    break  # not even one batch of plain Grad-CAM fits: the rest is left out
-                level += 1
-        post_start = clock()
-        merged = work.defect_map()
-        if merged is not None:
-            proposals = proposer.map_to_proposals(merged, cam_threshold, scales)
-            result.proposals.extend(proposals)
-            result.maps[work.label] = merged
-            costs.observe_post(height * width, clock() - post_start)
-        result.seconds[work.label] = clock() - start
-    report = DeadlineReport(deadline, clock() - started, [w.run for w in works])
-    return result, report
+# --------------------------------------------------------------------------- one defect
 
+
+class _Guard:
+    """``stop`` for one predictor call: measures each batch, stops the call when the next
+    batch would overrun the call's allowance or the hard end."""
+
+    def __init__(self, work: LabelWork, tiles: list[Tile], iterations: int, screen: bool,
+                 costs: WorkCosts, allowance: float, hard_end: float,
+                 clock: Callable[[], float]) -> None:
+        self.work, self.tiles, self.iterations, self.screen = work, tiles, iterations, screen
+        self.costs, self.allowance, self.hard_end, self.clock = costs, allowance, hard_end, clock
+        self.batch = work.predictor.tile_batch
+        self.batches = 0
+        self.stopped = False
+        self.start = self.last = clock()
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if self.batches and not self.screen:  # a screened batch's cost depends on its tiles
+            size = min(self.batch, len(self.tiles) - (self.batches - 1) * self.batch)
+            self.costs.observe_tiles(self.work.tile_pixels, size, self.iterations, size,
+                                     now - self.last, self.batch)
+        self.last = now
+        size = min(self.batch, len(self.tiles) - self.batches * self.batch)
+        next_batch = self.work.seconds(self.costs, self.iterations, self.screen, size)
+        next_batch += self.work.call_seconds(self.costs)  # the call's map comes after it
+        if not self.batches and self.work.first_batch(self.costs):
+            next_batch = min(next_batch, self.work.first_batch(self.costs))
+        if now + next_batch > self.hard_end or (
+                self.batches and now - self.start + next_batch > self.allowance):
+            self.stopped = True
+            return True
+        self.batches += 1
+        return False
+
+    @property
+    def tiles_run(self) -> list[Tile]:
+        return self.tiles[: min(len(self.tiles), self.batches * self.batch)]
+
+
+class LabelWork:
+    """One defect's share of a request: its tiles still to run and what it got (a
+    :class:`~defectcam.core.proposer.Schedule` the pipeline runs)."""
+
+    def __init__(self, planner: DeadlinePlanner, label: str, predictor: DefectMapPredictor,
+                 iterations: int, screen_threshold: float | None) -> None:
+        self.planner, self.label, self.predictor = planner, label, predictor
+        self.grid: TileGrid = predictor.tile_grid(*planner.shape)
+        #: The probability below which screening leaves a tile unclimbed (when it screens).
+        self.threshold = screen_threshold or predictor.metadata.screen_threshold or (
+            SCREEN_THRESHOLD)
+        self.tile_pixels = self.grid.tile_h * self.grid.tile_w
+        self.remaining: list[Tile] = self.grid.tiles()
+        shape = (len(self.grid.ys), len(self.grid.xs))
+        self.done = np.zeros(shape, bool)
+        self.probability = np.zeros(shape, np.float32)
+        self.run = LabelRun(label, len(self.grid), iterations, screen_threshold is not None)
+        #: Tiles this defect may run in all once even plain Grad-CAM does not fit everything.
+        self.quota: int | None = None
+        self.run_in_share = 0
+        #: Whether the last call ran no tile.
+        self.stalled = False
+        self._guard: _Guard | None = None
+        self._screened = False
+
+    # -- estimates
+
+    def setting(self, level: tuple[int, bool]) -> tuple[int, bool]:
+        """(steps, screening) at a level: a defect asked to screen screens at every level."""
+        iterations = min(self.run.requested_iterations, level[0])
+        return iterations, (level[1] or self.run.requested_screen) and iterations > 0
+
+    def seconds(self, costs: WorkCosts, iterations: int, screen: bool,
+                tiles: int | None = None) -> float:
+        count = len(self.remaining) if tiles is None else tiles
+        return costs.tile_seconds(self.tile_pixels, iterations, screen, self.label, count,
+                                  self.predictor.tile_batch)
+
+    def first_batch(self, costs: WorkCosts) -> float:
+        """Seconds of one call of one batch of plain Grad-CAM while no tile ran yet (else
+        0), as start-up measured them: what a frame is guaranteed does not depend on what
+        earlier frames taught the estimates."""
+        if self.run.steps or not self.remaining:
+            return 0.0
+        pixels = min(self.predictor.tile_batch, len(self.remaining)) * self.tile_pixels
+        return costs.forward.seconds(pixels, prior=True) + self.call_seconds(costs, prior=True)
+
+    def call_seconds(self, costs: WorkCosts, prior: bool = False) -> float:
+        """Seconds of one predictor call's own work on the whole map."""
+        return costs.frame.seconds(self.planner.shape[0] * self.planner.shape[1], prior=prior)
+
+    def post_pixels(self, max_side: int | None) -> int:
+        height, width = self.planner.proposer.post_size(self.label, *self.planner.shape,
+                                                        max_side)
+        return height * width
+
+    # -- the schedule
+
+    def runs(self) -> Iterator[TileRun]:
+        while self.remaining:
+            run = self.planner.next_run(self)
+            if run is None:
+                return
+            yield run
+
+    def ran(self, part: DefectMap) -> int:
+        guard, self._guard = self._guard, None
+        tiles = guard.tiles_run if guard is not None else []
+        if guard is not None and guard.stopped:  # from the stop to here: the call's map
+            self.planner.costs.frame.observe(self.planner.shape[0] * self.planner.shape[1],
+                                             self.planner.clock() - guard.last)
+        self.stalled = not tiles
+        if not tiles:
+            return 0
+        if self.quota is not None:
+            self.run_in_share += len(tiles)
+        costs = self.planner.costs
+        if self._screened:
+            climbed = int(sum(part.climbed[i, j] for i, j in tiles))
+            costs.observe_climbs(self.label, len(tiles), climbed)
+            costs.observe_tiles(self.tile_pixels, len(tiles), guard.iterations, climbed,
+                                self.planner.clock() - guard.start, guard.batch, True)
+        ran = set(tiles)
+        self.remaining = [t for t in self.remaining if t not in ran]
+        rows, cols = np.array(tiles).T
+        self.done[rows, cols] = True
+        self.probability[rows, cols] = part.tile_probability[rows, cols]
+        steps = guard.iterations
+        self.run.steps[steps] = self.run.steps.get(steps, 0) + len(tiles)
+        self.run.screened |= self._screened and not self.run.requested_screen
+        return len(tiles)
+
+    def post(self) -> PostRun:
+        return self.planner.post_run(self)
+
+    def posted(self, pixels: int, seconds: float, proposals: int) -> None:
+        self.planner.costs.post[self.label].observe(pixels, seconds)
+
+    def start(self, tiles: list[Tile], iterations: int, screen: bool, allowance: float,
+              hard_end: float) -> TileRun:
+        self._screened = screen
+        self._guard = _Guard(self, tiles, iterations, screen, self.planner.costs, allowance,
+                             hard_end, self.planner.clock)
+        return TileRun(iterations, self.threshold if screen else None, tiles, self._guard)
+
+
+# --------------------------------------------------------------------------- the request
+
+
+class DeadlinePlanner:
+    """The :class:`~defectcam.core.proposer.Planner` of one request answered by ``started +
+    deadline`` (``clock`` seconds): see the module docstring."""
+
+    def __init__(self, proposer: Any, shape: tuple[int, int], labels: Sequence[str],
+                 iterations: Mapping[str, int], screen: bool | float | None, *,
+                 deadline: float, started: float, costs: WorkCosts,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """``iterations``: the steps asked of each of ``labels``; ``screen``: the request's
+        (``defectcam.core.proposer.screen_threshold``)."""
+        self.proposer, self.shape, self.costs, self.clock = proposer, shape, costs, clock
+        self.deadline, self.started = deadline, started
+        self.end = started + deadline - reserve_for(deadline)
+        costs.decay()
+        self.works = [LabelWork(self, label, proposer.predictors[label], iterations[label],
+                                screen_threshold(screen, proposer.predictors[label].metadata))
+                      for label in labels]
+        self.by_label = {w.label: w for w in self.works}
+        top = max((w.run.requested_iterations for w in self.works), default=0)
+        self.ladder = levels(top, bool(self.works)
+                             and all(w.run.requested_screen for w in self.works))
+        self.level = 0
+
+    def schedule(self, label: str, iterations: int, screen_threshold: float | None
+                 ) -> LabelWork:
+        return self.by_label[label]
+
+    def report(self) -> DeadlineReport:
+        return DeadlineReport(self.deadline, self.clock() - self.started,
+                              [w.run for w in self.works])
+
+    # -- post-processing
+
+    def post_side(self, works: Sequence[LabelWork], budget: float) -> int | None:
+        """The largest post-processing side (``None``: the frame's own) at which the
+        proposals of ``works`` fit ``budget``; the smallest when none does."""
+        for side in (None, *POST_SIDES):
+            cost = self.post_seconds(works, side)
+            if cost <= budget:
+                return side
+        return POST_SIDES[-1]
+
+    def post_seconds(self, works: Sequence[LabelWork], side: int | None) -> float:
+        return sum(self.costs.post[w.label].seconds(w.post_pixels(side)) for w in works)
+
+    def post_run(self, work: LabelWork) -> PostRun:
+        """From the time really left, shared with the defects not yet post-processed."""
+        index = self.works.index(work)
+        later = self.works[index:]
+        left = self.end - self.clock()
+        if left <= 0:  # into the answer's reserve: the proposals made so far are the answer
+            work.run.post_cut = True
+            return PostRun(POST_SIDES[-1], skip=True)
+        side = self.post_side(later, max(left, 0.0) * PLAN_SHARE)
+        mine = self.post_seconds([work], side)
+        planned = self.post_seconds(later, side)
+        # This defect's share of the time left; past it the smaller components are cut.
+        allowance = left * mine / planned if planned > 0 else left
+        if work.post_pixels(side) < work.post_pixels(None):
+            work.run.post_side = side
+        hard_end = self.clock() + max(allowance, 0.0)
+
+        def stop() -> bool:
+            if self.clock() > hard_end:
+                work.run.post_cut = True
+                return True
+            return False
+
+        return PostRun(side, stop)
+
+    # -- tiles
+
+    def next_run(self, work: LabelWork) -> TileRun | None:
+        """The next predictor call of ``work`` (``None``: nothing more fits)."""
+        if work.stalled:  # the last call ran no tile: one level lower, or nothing
+            if work.quota is not None or self.level >= len(self.ladder) - 1:
+                return None
+            self.level += 1
+        later = self.works[self.works.index(work):]
+        left = self.end - self.clock()
+        # The proposals' planned share; beyond it, their own stop cuts them.
+        post = min(self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE)),
+                   left * POST_SHARE)
+        budget = left - post - sum(w.call_seconds(self.costs) for w in later)
+        # Each later defect keeps the time of one batch, so none is left without a tile,
+        # but never this defect's own first batch (with room for its estimate's error).
+        keep = min(sum(w.first_batch(self.costs) for w in later[1:]),
+                   max(budget - 2 * work.first_batch(self.costs), 0.0))
+        chosen = (plan(later, self.costs, budget * PLAN_SHARE, self.ladder, self.level)
+                  if work.quota is None else None)
+        if chosen is not None:
+            self.level = chosen
+            steps, screened = work.setting(self.ladder[chosen])
+            tiles = list(work.remaining)
+            planned = sum(w.seconds(self.costs, *w.setting(self.ladder[chosen]))
+                          for w in later)
+        else:  # even plain Grad-CAM does not fit: a fair share of each defect's tiles
+            self.level = len(self.ladder) - 1
+            steps, screened = 0, False
+            if work.quota is None or len(later) == 1:  # the last defect takes what is left
+                total = sum(w.seconds(self.costs, 0, False) for w in later)
+                share = max((budget - keep) * PLAN_SHARE, 0.0) / total if total > 0 else 0.0
+                work.quota = work.run_in_share + math.floor(min(share, 1.0)
+                                                            * len(work.remaining))
+                batch = min(work.predictor.tile_batch, len(work.remaining))
+                if (work.quota - work.run_in_share < batch and not work.run.steps
+                        and budget >= work.first_batch(self.costs)):
+                    work.quota = batch  # never no tile while a batch fits
+            count = work.quota - work.run_in_share
+            if count <= 0:
+                return None
+            unsurveyed = [t for t in survey_order(work.grid) if not work.done[t]]
+            order = unsurveyed or follow_order(work.grid, work.remaining, work.probability,
+                                               work.done)
+            tiles = order[:count]
+            planned = max(budget * PLAN_SHARE, 0.0)
+        mine = work.seconds(self.costs, steps, screened, len(tiles))
+        allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
+        # The tiles never run into the proposals' planned time nor into the later defects'
+        # first batches.
+        floor = post + keep
+        return work.start(tiles, steps, screened, allowance, self.end - floor)

@@ -13,8 +13,9 @@ the face, reaches the feedback loop. It also owns what every face must do alike 
 - a decodable frame thinner than the model's smallest side gets no proposals and one warning
   line, not an error (an error would fail CVAT's whole automatic-annotation job);
 - ``DEFECTCAM_DEADLINE``: the request is answered in time with as much of the requested work
-  as fits (:mod:`defectcam.deadline`, with the tile costs this worker measures); what was
-  reduced goes to the log and into the interaction log record.
+  as fits (the proposer's one pipeline, planned by :class:`defectcam.deadline.DeadlinePlanner`
+  with the costs this worker measures); what was cut goes to the log and into the
+  interaction log record.
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -38,8 +39,8 @@ from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions
 from defectcam.core.options import check_limits as _check_limits
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer, ProposalResult
-from defectcam.deadline import DeadlineReport, TileCosts, propose_within
-from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
+from defectcam.deadline import DeadlinePlanner, DeadlineReport, WorkCosts
+from defectcam.interaction_log import ProposalLog, log_proposals, model_version_of
 
 
 def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
@@ -80,6 +81,7 @@ class ProposalService:
 
     def __init__(self, proposer: DefectProposer, settings: Settings | None = None,
                  log: ProposalLog | None = None, logger: Any = None) -> None:
+        """``log``: the interaction log every answer is written into (``None``: off)."""
         self.proposer = proposer
         self.settings = settings or Settings()
         check_spec_labels(proposer.labels, self.settings.weights)
@@ -92,15 +94,12 @@ class ProposalService:
         self.model_version = model_version_of(proposer)
         self.log = log
         self.logger = logger
-        #: What tiles cost on this worker (measured; the deadline's planner reads it).
-        self.costs = TileCosts()
+        #: What work costs on this worker (measured; the deadline's planner reads it).
+        self.costs: WorkCosts | None = None
         if self.settings.deadline is not None and proposer.predictors:
-            self.costs.warm_up(proposer)
-            _info(logger, "measured tile costs for the deadline",
-                  deadline=self.settings.deadline,
-                  forward_ms_per_megapixel=round(self.costs.forward * 1e9, 1),
-                  step_ms_per_megapixel=round(self.costs.step * 1e9, 1),
-                  proposals_ms_per_megapixel=round(self.costs.post * 1e9, 1))
+            self.costs = WorkCosts.measure(proposer)
+            _info(logger, "measured work costs for the deadline",
+                  deadline=self.settings.deadline, **self.costs.log_fields())
 
     @classmethod
     def from_settings(cls, settings: Settings, logger: Any = None,
@@ -141,13 +140,18 @@ class ProposalService:
             result = ProposalResult(proposals=[])
             _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
                   width=width, height=height, min_side=MIN_SIDE)
-        elif self.settings.deadline is not None:
-            result, report = propose_within(
-                self.proposer, image, labels, steps, deadline=self.settings.deadline,
-                started=start, costs=self.costs, cam_threshold=options.cam_threshold,
-                screen=options.screen, progress=progress)
+        elif self.settings.deadline is not None and self.costs is not None:
+            planner = DeadlinePlanner(self.proposer, (height, width), labels, steps,
+                                      options.screen, deadline=self.settings.deadline,
+                                      started=start, costs=self.costs)
+            result = self.proposer.propose_detailed(
+                image, iterations=steps, cam_threshold=options.cam_threshold, labels=labels,
+                screen=options.screen, progress=progress, planner=planner)
+            report = planner.report()
         else:
-            result = self._propose(image, options, labels, steps, progress)
+            result = self.proposer.propose_detailed(
+                image, **{**options.propose_kwargs(), "iterations": self._iterations(
+                    options, steps)}, progress=progress)
         kept = [p for p in result.proposals if p.confidence >= options.min_confidence]
         seconds = time.perf_counter() - start
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
@@ -177,29 +181,20 @@ class ProposalService:
                            self.limits.max_iterations)
                 for label in labels if label in self.proposer.predictors}
 
-    def _propose(self, image: np.ndarray, options: ProposeOptions, labels: list[str],
-                 steps: dict[str, int], progress: Callable[[int], None] | None
-                 ) -> ProposalResult:
-        """Without a deadline: the proposer's own call; when the maximum caps some
-        classifier's own steps, one call per number of steps, the proposals in label order."""
-        own = {label: self.proposer.predictors[label].metadata.iterations
-               for label in steps if options.iterations is None}
-        if all(steps[label] == own[label] for label in own):
-            return self.proposer.propose_detailed(image, **options.propose_kwargs(),
-                                                  progress=progress)
-        kwargs = options.propose_kwargs()
-        parts = {}
-        for count in dict.fromkeys(steps[label] for label in labels):
-            group = [label for label in labels if steps[label] == count]
-            parts[count] = self.proposer.propose_detailed(
-                image, **{**kwargs, "iterations": count, "labels": group}, progress=progress)
-        result = ProposalResult(proposals=[])
-        for label in labels:
-            part = parts[steps[label]]
-            result.proposals.extend(p for p in part.proposals if p.label == label)
-            result.maps[label] = part.maps[label]
-            result.seconds[label] = part.seconds[label]
-        return result
+    def tile_count(self, height: int, width: int, options: ProposeOptions) -> int:
+        """How many tiles a ``height`` x ``width`` frame asks of the defects ``options``
+        name (progress bars count them)."""
+        return sum(len(self.proposer.predictors[label].tile_grid(height, width))
+                   for label in options.labels or self.labels)
+
+    def _iterations(self, options: ProposeOptions, steps: dict[str, int]
+                    ) -> int | dict[str, int] | None:
+        """The proposer's ``iterations``: the request's, else ``None`` (each classifier's
+        own) unless ``DEFECTCAM_MAX_ITERATIONS`` caps some, then the steps per defect."""
+        if options.iterations is not None:
+            return options.iterations
+        own = {label: self.proposer.predictors[label].metadata.iterations for label in steps}
+        return None if all(steps[label] == own[label] for label in own) else steps
 
 
 def _info(logger: Any, message: str, **fields: Any) -> None:

@@ -1,7 +1,8 @@
-"""Issue 16: no frame fails a CVAT job. Through the Nuclio handler: thin frames get an empty
-answer, a 6000 x 4500 frame is accepted and answered within a small deadline with the
-reduction logged, a generous deadline changes nothing. Then the deadline's parts against the
-real engine: the cost model, the planner's levels, the tile orders, the merged map."""
+"""No frame fails a CVAT job (issues 16 and 24). Through the Nuclio handler: thin frames get an
+empty answer, a 6000 x 4500 frame is answered within a small deadline with the cut logged per
+defect, a tiny frame does not poison what the next large frame gets, a generous deadline
+changes nothing. Then the deadline's parts against the real engine: the cost model, the
+planner's levels and post-processing sizes, the tile orders, the merged map."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ import pytest
 from PIL import Image
 
 from defectcam.core.model import build_classifier
-from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.postprocess import mask_to_proposals
+from defectcam.core.predictor import DefectMapPredictor, MapParts
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.weights import WeightsMetadata
 from defectcam.deadline import (
-    TileCosts,
-    _LabelWork,
+    DRIFT_BOUND,
+    MIN_LEARN_PIXELS,
+    POST_SIDES,
+    STEP_BOUND,
+    DeadlinePlanner,
+    LinearCost,
+    WorkCosts,
     follow_order,
     levels,
     plan,
@@ -100,19 +107,29 @@ def test_what_is_no_image_keeps_its_4xx(plain) -> None:
 # --------------------------------------------------------------------------- 16.2 + 16.3
 
 
-def test_a_6000x4500_frame_is_answered_within_a_small_deadline(timed) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(_photo(4500, 6000)).save(buffer, "JPEG", quality=85)
+def _jpeg_body(image: np.ndarray) -> dict:
+    """The body CVAT sends for ``image`` saved as a JPEG."""
     import base64
 
-    body = {"image": base64.b64encode(buffer.getvalue()).decode()}  # what CVAT sends
-    with captured_log(timed) as log:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=85)
+    return {"image": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def _answered_in_time(function, image: np.ndarray) -> tuple[list, str]:
+    """(shapes, function log) of one call, checked to come by the deadline (plus margin)."""
+    with captured_log(function) as log:
         start = time.perf_counter()
-        status, shapes = call_function(timed, body)
+        status, shapes = call_function(function, _jpeg_body(image))
         elapsed = time.perf_counter() - start
     assert status == 200, shapes
     assert elapsed <= SMALL_DEADLINE + MARGIN, f"answered after {elapsed:.1f} s"
-    check_shapes(shapes, 6000, 4500)
+    check_shapes(shapes, image.shape[1], image.shape[0])
+    return shapes, log.getvalue()
+
+
+def test_a_6000x4500_frame_is_answered_within_a_small_deadline(timed) -> None:
+    shapes, log = _answered_in_time(timed, _photo(4500, 6000))
     assert {s["label"] for s in shapes} <= {"crack"}
     record = read_log(_log_db(timed))[-1]
     deadline = record.params["deadline"]
@@ -121,8 +138,47 @@ def test_a_6000x4500_frame_is_answered_within_a_small_deadline(timed) -> None:
     assert 0 < crack["tiles_left_out"] < crack["tiles"]
     assert crack["steps"] == {"0": crack["tiles"] - crack["tiles_left_out"]}  # plain Grad-CAM
     assert crack["requested_iterations"] == 0  # the fixture weights' own value
-    lines = [line for line in log.getvalue().splitlines() if "deadline: reduced" in line]
-    assert len(lines) == 1 and "tiles_left_out" in lines[0], log.getvalue()
+    lines = [line for line in log.splitlines() if "deadline: reduced" in line]
+    assert len(lines) == 1 and "tiles_left_out" in lines[0], log
+
+
+@pytest.fixture(scope="module")
+def every_defect(untrained_weights, tmp_path_factory):
+    """The function with a small deadline and every defect (CVAT sends no labels)."""
+    log_db = tmp_path_factory.mktemp("every") / "log.sqlite"
+    return start_function(DEFECTCAM_WEIGHTS=str(untrained_weights), DEFECTCAM_DEVICE="cpu",
+                          DEFECTCAM_LOG_DB=str(log_db), DEFECTCAM_DEADLINE=str(SMALL_DEADLINE),
+                          DEFECTCAM_MAX_PIXELS="")
+
+
+def _service(function):
+    main, platform = function
+    return platform._get_handler_context(main.handler).user_data.model.service
+
+
+def test_a_tiny_frame_does_not_empty_the_next_large_one(every_defect) -> None:
+    """Issue 24's sequence: an 8 x 8 frame, then a large one, on one warm worker with a
+    small deadline. The tiny frame leaves the cost estimates where they were (or nearer
+    what start-up measured), and the large frame is answered in time with tiles for every
+    defect, the cut reported per defect in the function log and the interaction log."""
+    costs = _service(every_defect).costs
+    rates = [costs.forward, costs.step, *costs.post.values()]
+    before = [c.per_pixel for c in rates]
+    tiny = {"image": encode_image(Image.new("RGB", (8, 8), (120, 110, 100)))}
+    assert call_function(every_defect, tiny)[0] == 200
+    for cost, old in zip(rates, before, strict=True):
+        assert min(old, cost.prior) <= cost.per_pixel <= max(old, cost.prior)
+    _, log = _answered_in_time(every_defect, _photo(2400, 3200, seed=5))
+    deadline = read_log(_log_db(every_defect))[-1].params["deadline"]
+    assert set(deadline["labels"]) == {"crack", "spalling", "rust"}
+    for label, got in deadline["labels"].items():
+        assert got["tiles_run"] > 0, (label, got)
+        assert got["tiles_run"] + got["tiles_left_out"] == got["tiles"]
+        assert {"proposals_max_side", "proposals_cut", "steps"} <= set(got)
+    lines = [line for line in log.splitlines() if "deadline: reduced" in line]
+    assert len(lines) == 1, log
+    for label in ("crack", "spalling", "rust"):
+        assert f"{label}: " in lines[0] and " tiles (" in lines[0]
 
 
 def test_a_generous_deadline_answers_as_without_one(plain, untrained_weights,
@@ -143,21 +199,45 @@ def test_a_generous_deadline_answers_as_without_one(plain, untrained_weights,
 # --------------------------------------------------------------------------- the parts
 
 
-def test_tile_costs_learn_the_forward_and_the_step() -> None:
-    costs = TileCosts()
-    assert costs.tile_seconds(1000, 2) == 0.0  # nothing measured: no estimate
-    forward, step = 2e-6, 5e-6
-    costs.observe(1000, 2, 4, 1000 * (2 * forward + 4 * step))  # a climb first: split by prior
-    assert costs.known and costs.step_measured and not costs.forward_measured
-    for _ in range(30):
-        costs.observe(1000, 2, 0, 1000 * 2 * forward)
-        costs.observe(1000, 2, 4, 1000 * (2 * forward + 4 * step))
-    assert costs.forward == pytest.approx(forward, rel=1e-3)
-    assert costs.step == pytest.approx(step, rel=1e-2)
-    assert costs.tile_seconds(1000, 3) == pytest.approx(1000 * (forward + 3 * step), rel=1e-2)
+def _costs(forward: float = 1e-6, step: float = 2e-6, post: float = 1e-8) -> WorkCosts:
+    return WorkCosts(LinearCost(forward), LinearCost(step),
+                     {label: LinearCost(post) for label in ("crack", "spalling", "rust")})
+
+
+def test_costs_learn_from_real_work_within_bounds() -> None:
+    cost = LinearCost(per_pixel=1e-7, fixed=0.01)
+    pixels = 4 * MIN_LEARN_PIXELS
+    for _ in range(40):  # a slower worker: learned, one bounded step at a time
+        before = cost.per_pixel
+        cost.observe(pixels, 0.01 + pixels * 3e-7)
+        assert cost.per_pixel <= before * STEP_BOUND
+    assert cost.per_pixel == pytest.approx(3e-7, rel=1e-3)
+    assert cost.seconds(pixels, 2) == pytest.approx(0.02 + pixels * 3e-7, rel=1e-3)
+    for _ in range(200):  # a pathological spell cannot push it beyond the drift bound
+        cost.observe(pixels, 1e3)
+    assert cost.per_pixel == pytest.approx(cost.prior * DRIFT_BOUND)
+    for _ in range(30):  # nothing observed: requests alone bring it back towards the prior
+        cost.decay()
+    assert cost.per_pixel < 1.1 * cost.prior
+
+
+def test_a_tiny_frame_teaches_nothing_per_pixel() -> None:
+    """The poisoning of issue 24: an 8 x 8 frame's fixed costs over 64 pixels read as an
+    enormous per-pixel cost; observations that small are not learned from."""
+    costs = _costs()
+    costs.forward.fixed = 0.05
+    costs.observe_tiles(64, 1, 0, 1, 0.2, 2)
+    costs.post["crack"].observe(64, 0.5)
+    assert costs.forward.per_pixel == 1e-6 and costs.post["crack"].per_pixel == 1e-8
+    costs.observe_tiles(128 * 128, 2, 0, 2, 0.05 + 2 * 128 * 128 * 2e-6, 2)
+    assert costs.forward.per_pixel == pytest.approx(1e-6 + 0.3 * 1e-6)  # learned, bounded
+    costs.observe_tiles(128 * 128, 2, 2, 1, 0.05 + 2 * 128 * 128 * 1.3e-6 + 2 * 128 * 128 * 3e-6,
+                        2)
+    assert 2e-6 < costs.step.per_pixel <= 4e-6
     costs.observe_climbs("crack", 10, 2)
-    screened = costs.tile_seconds(1000, 3, screen=True, label="crack")
-    assert screened == pytest.approx(1000 * (forward + 0.2 * (forward + 3 * step)), rel=1e-2)
+    plain, step = costs.forward.seconds(1000), costs.step.seconds(1000)
+    assert costs.tile_seconds(1000, 3, screen=True, label="crack") == pytest.approx(
+        plain + 0.2 * (plain + 3 * step))
 
 
 @pytest.fixture(scope="module")
@@ -165,14 +245,17 @@ def proposer(untrained_weights) -> DefectProposer:
     return DefectProposer.from_weights(untrained_weights, device="cpu")
 
 
+def _planner(proposer, shape, labels, steps, costs, deadline=10.0, clock=time.perf_counter):
+    return DeadlinePlanner(proposer, shape, labels, dict.fromkeys(labels, steps), False,
+                           deadline=deadline, started=clock(), costs=costs, clock=clock)
+
+
 def test_plan_takes_the_best_level_that_fits(proposer) -> None:
-    costs = TileCosts(forward=1e-6, step=2e-6, forward_measured=True, step_measured=True)
-    works = [_LabelWork(label, proposer.predictors[label], (800, 1000), 2, False)
-             for label in ("crack", "rust")]
+    costs = _costs()
+    works = _planner(proposer, (800, 1000), ["crack", "rust"], 2, costs).works
     ladder = levels(2, False)
     assert ladder == [(2, False), (2, True), (1, False), (1, True), (0, False)]
-    cost = [sum(w.seconds(costs, min(2, cap), screen and cap > 0) for w in works)
-            for cap, screen in ladder]
+    cost = [sum(w.seconds(costs, *w.setting(level)) for w in works) for level in ladder]
     assert cost == sorted(cost, reverse=True)  # each level is cheaper than the one before
     for index, seconds in enumerate(cost):
         assert plan(works, costs, seconds * 1.001, ladder) == index
@@ -180,6 +263,74 @@ def test_plan_takes_the_best_level_that_fits(proposer) -> None:
     assert plan(works, costs, cost[-1] * 0.99, ladder) is None  # then: a share of the tiles
     assert levels(1, True) == [(1, True), (0, False)]
     assert reserve_for(100) == 5.0 and reserve_for(3) == 0.3
+
+
+def test_a_defect_gets_a_batch_while_a_batch_fits(proposer) -> None:
+    """Estimates that make every plan too dear still leave each defect a batch of tiles
+    while the time allows one: no empty answer that had time."""
+    costs = _costs(forward=5e-5)  # a whole grid of plain Grad-CAM costs far beyond 10 s
+    planner = _planner(proposer, (2000, 3000), ["crack", "spalling", "rust"], 0, costs)
+    batch = [w.first_batch(costs) for w in planner.works]
+    assert 3 * sum(batch) > 10.0 > sum(batch) > 0
+    for work in planner.works:
+        run = planner.next_run(work)
+        assert run is not None and len(run.tiles) >= work.predictor.tile_batch
+        assert run.tiles[0] == (0, 0)  # the survey's coarsest lattice first
+        # the run may not eat the later defects' first batches
+        later = planner.works[planner.works.index(work) + 1:]
+        assert run.stop.hard_end <= planner.end - sum(w.first_batch(costs) for w in later)
+
+
+def test_proposals_are_sized_to_the_time_left(proposer) -> None:
+    """Post-processing is planned like the tiles: the frame's own size while it fits, a
+    smaller longer side when it does not, the smallest past the deadline with the smaller
+    components cut."""
+    now = [0.0]
+    costs = _costs(post=1e-7)
+    planner = _planner(proposer, (4000, 6000), ["crack", "rust"], 0, costs, deadline=100.0,
+                       clock=lambda: now[0])
+    crack = planner.works[0]
+    assert planner.post_side(planner.works, 100.0) is None  # 2 x 24 MP x 1e-7 s fits
+    assert planner.post_side(planner.works, 2.0) == 2048
+    run = planner.post_run(crack)
+    assert run.max_side is None and crack.run.post_side is None and not run.stop()
+    now[0] = 94.0  # one second before the planned end (the answer's reserve is 5 s)
+    assert planner.post_run(crack).max_side == 2048
+    now[0] = 94.9  # almost no time: the smallest size, its smaller components cut
+    run = planner.post_run(crack)
+    assert run.max_side == POST_SIDES[-1] and crack.run.post_side == POST_SIDES[-1]
+    assert not run.skip and not crack.run.post_cut
+    now[0] = 96.0
+    assert run.stop() and crack.run.post_cut and crack.run.reduced
+    assert "proposals at 1024 px; smaller proposals left out" in crack.run.describe()
+    rust = planner.works[1]
+    assert planner.post_run(rust).skip and rust.run.post_cut  # its turn came too late
+
+
+def test_a_stop_keeps_the_largest_components() -> None:
+    mask = np.zeros((60, 80), bool)
+    mask[2:10, 2:10] = True  # 64
+    mask[20:40, 20:40] = True  # 400
+    mask[50:55, 60:75] = True  # 75
+    everything = mask_to_proposals(mask, "spalling", 1)
+    asked = []
+    cut = mask_to_proposals(mask, "spalling", 1, stop=lambda: asked.append(1) or len(asked) > 1)
+    assert [p.area for p in everything] == [400, 75, 64]
+    assert [p.area for p in cut] == [400, 75] and len(asked) == 2  # not asked before the first
+    assert [p.area for p in mask_to_proposals(mask, "spalling", 1, stop=lambda: True)] == [400]
+
+
+def test_proposals_at_a_smaller_side_are_in_frame_pixels(proposer) -> None:
+    image = _photo(600, 900, seed=2)
+    defect_map = proposer.predictors["crack"].predict(image, 0)
+    full = proposer.map_to_proposals(defect_map, 0.05, image)
+    small = proposer.map_to_proposals(defect_map, 0.05, image, max_side=300)
+    assert full and small
+    assert proposer.post_size("crack", 600, 900, 300) == (200, 300)
+    for p in small:
+        x1, y1, x2, y2 = p.box
+        assert 0 <= x1 <= x2 < 900 and 0 <= y1 <= y2 < 600 and p.mask.shape == (
+            y2 - y1 + 1, x2 - x1 + 1)
 
 
 def test_tile_orders_spread_first_then_follow_the_defects(proposer) -> None:
@@ -213,15 +364,17 @@ def test_parts_merge_into_the_map_of_one_screened_run() -> None:
     climbed = [t for t in screened.grid.tiles() if screened.climbed[t]]
     plain = [t for t in screened.grid.tiles() if not screened.climbed[t]]
     assert climbed and plain
-    work = _LabelWork("crack", predictor, image.shape[:2], 1, False)
-    work.record(predictor.predict(image, 1, tiles=climbed), 1, False, climbed)
-    work.record(predictor.predict(image, 0, tiles=plain), 0, False, plain)
-    merged = work.defect_map()
-    assert not work.remaining and merged.iterations == 1
+    parts = MapParts(meta)
+    lone = predictor.predict(image, 1, tiles=climbed)
+    parts.add(lone)
+    parts.add(predictor.predict(image, 0, tiles=[]), tiles_run=0)  # ran nothing: dropped
+    assert parts.finish() is lone  # a lone part is the predictor's own map
+    parts.add(predictor.predict(image, 0, tiles=plain))
+    merged = parts.finish()
+    assert merged.iterations == 1
     assert merged.normaliser == pytest.approx(screened.normaliser, rel=1e-5)
     np.testing.assert_allclose(merged.cam_map, screened.cam_map, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(merged.tile_probability, screened.tile_probability)
-    assert work.run.steps == {1: len(climbed), 0: len(plain)} and work.run.reduced
 
     asked = []
     part = predictor.predict(image, 0, stop=lambda: asked.append(1) or len(asked) > 1)

@@ -35,8 +35,8 @@ from defectcam.data.cvat_xml import (
     write_cvat_xml,
 )
 from defectcam.feedback.cvat_client import cvat_connection
-from defectcam.feedback.log import ProposalLog, log_proposals, read_log
 from defectcam.feedback.match import match_feedback, shape_region
+from defectcam.interaction_log import ProposalLog, log_proposals, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import file_b64, import_main  # noqa: E402

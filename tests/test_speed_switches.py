@@ -28,6 +28,7 @@ from defectcam.core.postprocess import enlarge_proposals, mask_to_proposals
 from defectcam.core.predictor import (
     DefectMapPredictor,
     ImageScales,
+    MapParts,
     parse_working_scale,
     working_size,
 )
@@ -37,7 +38,6 @@ from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
 from defectcam.data.crops import at_working_scale
 from defectcam.data.cvat_xml import ImageClicks
-from defectcam.deadline import _LabelWork
 from defectcam.nuclio import options_from_body
 from tests.helpers import concrete_texture, draw_crack, rust_export, save_untrained
 from tests.test_engine import crack_scene
@@ -257,10 +257,10 @@ def test_deadline_parts_merge_at_a_working_scale() -> None:
     whole = predictor.predict(image, iterations=1)
     assert whole.working_size == (75, 130)
     tiles = whole.grid.tiles()
-    work = _LabelWork("crack", predictor, image.shape[:2], 1, False)
-    work.record(predictor.predict(image, 1, tiles=tiles[::2]), 1, False, tiles[::2])
-    work.record(predictor.predict(image, 1, tiles=tiles[1::2]), 1, False, tiles[1::2])
-    merged = work.defect_map()
+    parts = MapParts(meta)
+    parts.add(predictor.predict(image, 1, tiles=tiles[::2]))
+    parts.add(predictor.predict(image, 1, tiles=tiles[1::2]))
+    merged = parts.finish()
     assert merged.working_size == (75, 130) and merged.cam_map.shape == (150, 260)
     assert merged.normaliser == pytest.approx(whole.normaliser, rel=1e-5)
     np.testing.assert_allclose(merged.cam_map, whole.cam_map, rtol=1e-4, atol=1e-6)

@@ -25,8 +25,8 @@ from defectcam.feedback.cvat_client import (
     CVAT_USER_ENV,
     pull_task,
 )
-from defectcam.feedback.log import read_log
 from defectcam.feedback.match import ACCEPT_IOU, MODIFY_IOU, match_feedback
+from defectcam.interaction_log import read_log
 
 CLICKS_FILE = "feedback-clicks.xml"
 REPORT_FILE = "feedback-report.json"

@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         image = decoded.rgb
-        with tqdm(total=_tile_count(service, image, options), desc=path.name, unit="tile",
+        with tqdm(total=service.tile_count(*image.shape[:2], options), desc=path.name,
+                  unit="tile",
                   leave=False, disable=args.no_progress) as bar:
             answer = service.propose(image, options.replace(name=path.name), face="cli",
                                      image_sha256=hashlib.sha256(data).hexdigest(),
@@ -223,7 +224,3 @@ def image_paths(paths: list[Path]) -> list[Path]:
         files += inside
     return files
 
-
-def _tile_count(service, image, options: ProposeOptions) -> int:
-    return sum(len(service.proposer.predictors[label].tile_grid(*image.shape[:2]))
-               for label in options.labels or service.labels)

@@ -5,6 +5,7 @@ Everything here is plain NumPy/OpenCV on one full-resolution map; the model neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -105,6 +106,7 @@ def mask_to_proposals(
     confidence_fn=None,
     polygon_tolerance: float = 0.7,
     mean_confidence: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> list[Proposal]:
     """Split a binary mask into connected components (8-connectivity) and make proposals.
 
@@ -112,16 +114,21 @@ def mask_to_proposals(
     ``confidence_fn(y, x, peak)`` maps the peak pixel to a confidence (default: the peak);
     ``mean_confidence``: the component's mean on ``score_map`` instead (a pixel map's
     probability over the whole proposal, not its single surest pixel).
-    Components are returned largest first.
+    Components are made and returned largest first; ``stop`` is asked before each one after
+    the largest and once it answers True the smaller ones are left out (a deadline's last
+    resort: the answer keeps the largest).
     """
     binary = np.ascontiguousarray(binary.astype(np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     proposals: list[Proposal] = []
     height, width = binary.shape
-    for idx in range(1, count):
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    for idx in 1 + np.argsort(-areas, kind="stable"):
         x, y, w, h, area = (int(v) for v in stats[idx])
         if area < min_area:
-            continue
+            break
+        if proposals and stop is not None and stop():
+            break
         crop = labels[y : y + h, x : x + w] == idx
         peak, py, px = 1.0, y, x
         if score_map is not None:

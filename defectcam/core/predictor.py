@@ -131,6 +131,79 @@ class DefectMap:
         return float(self.tile_probability[i, j])
 
 
+def map_normaliser(raw: np.ndarray, cam_scale: float, iterations: int) -> float:
+    """The divisor that puts a defect's raw stitched map (a sum of ``iterations + 1`` CAMs)
+    in [0, 1]: one per image and defect, since per-tile normalisation would blow the noise of
+    a defect-free tile up to full strength; at least the weights' ``cam_scale`` per CAM, so a
+    defect-free image keeps a faint map."""
+    return max(float(raw.max()), cam_scale * (iterations + 1), 1e-12)
+
+
+class MapParts:
+    """One defect's map made of parts: maps of disjoint tile sets of one image (possibly with
+    different AdvCAM steps, as a deadline runs them) merged into the map of the whole.
+
+    Each part is un-normalised and summed per step count as it comes (memory: one full-size
+    map per step count); parts with fewer steps are scaled to the most steps, as screening
+    scales the tiles it does not climb, so one normaliser serves the merged map. A lone part
+    is returned untouched.
+    """
+
+    def __init__(self, metadata: WeightsMetadata) -> None:
+        self.metadata = metadata
+        self._only: DefectMap | None = None
+        self._first: DefectMap | None = None
+        self._sums: dict[int, np.ndarray] = {}  # steps -> raw (unnormalised) map sum
+        self._probability: np.ndarray | None = None
+        self._climbed: np.ndarray | None = None
+        self._seconds = 0.0
+
+    def add(self, part: DefectMap, tiles_run: int | None = None) -> None:
+        """Merge ``part`` (as :meth:`DefectMapPredictor.predict` made it; its map buffer is
+        reused); ``tiles_run`` 0 says the part ran no tile and is dropped."""
+        if tiles_run == 0:
+            return
+        self._seconds += part.seconds
+        if self._first is None:
+            self._first = self._only = part
+            return
+        if self._only is not None:
+            self._fold(self._only)
+            self._only = None
+        self._fold(part)
+
+    def _fold(self, part: DefectMap) -> None:
+        raw = part.cam_map
+        raw *= np.float32(part.normaliser)
+        if part.iterations in self._sums:
+            self._sums[part.iterations] += raw
+        else:
+            self._sums[part.iterations] = raw
+        # Each tile runs in one part only: the others hold zeros there.
+        if self._probability is None:
+            self._probability = part.tile_probability.copy()
+            self._climbed = part.climbed.copy()
+        else:
+            self._probability += part.tile_probability
+            self._climbed |= part.climbed
+
+    def finish(self) -> DefectMap | None:
+        """The merged map (``None`` when no part ran a tile)."""
+        if self._only is not None or self._first is None:
+            return self._only
+        top = max(self._sums)
+        raw = self._sums.pop(top)
+        for iterations, part in self._sums.items():
+            part *= np.float32((top + 1) / (iterations + 1))
+            raw += part
+        self._sums = {top: raw}
+        normaliser = map_normaliser(raw, self.metadata.cam_scale, top)
+        return DefectMap(label=self._first.label, cam_map=raw / np.float32(normaliser),
+                         grid=self._first.grid, tile_probability=self._probability,
+                         climbed=self._climbed, normaliser=normaliser, iterations=top,
+                         seconds=self._seconds, working_size=self._first.working_size)
+
+
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """CUDA when present, else CPU, unless told otherwise; checked (``defectcam.core.device``)."""
     return resolve_device(device)
@@ -214,7 +287,7 @@ class DefectMapPredictor:
         ``tiles``: run only these (row, column) tiles of the grid, the rest of the map stays 0
         (benchmarks time a subset of a large image's tiles this way).
         ``stop`` is asked before each batch; once it answers True the remaining tiles are
-        left out like those not in ``tiles`` (the service's deadline, ``defectcam.deadline``).
+        left out like those not in ``tiles`` (a deadline's guard).
 
         At a working scale below 1 (or a frame beyond the working longer side) the image is
         shrunk before tiling and the stitched map is enlarged back (bilinear), so the map, and
@@ -236,9 +309,11 @@ class DefectMapPredictor:
             tiles = grid.tiles()
         elif unknown := sorted(set(tiles) - set(grid.tiles())):
             raise ValueError(f"tiles {unknown} are not in the {len(grid.ys)}x{len(grid.xs)} grid")
+        ran = 0
         for first in range(0, len(tiles), self.tile_batch):
             if stop is not None and stop():
                 break
+            ran += 1
             batch = tiles[first : first + self.tile_batch]
             crops = np.stack([extract_tile(image, grid, i, j) for i, j in batch])
             x0 = normalize_batch(torch.from_numpy(crops).to(self.device), m.mean, m.std)
@@ -250,13 +325,12 @@ class DefectMapPredictor:
                 climbed[i, j] = did_climb[k]
             if progress is not None:
                 progress(len(batch))
-        # One normaliser per image and defect: per-tile normalisation would blow the noise
-        # of a defect-free tile up to full strength.
         # At the image's own size (bilinear: no new peaks), so that maps of parts of an image
-        # merge into the map of the whole (defectcam.deadline).
+        # merge into the map of the whole (MapParts).
         if work != (height, width):
-            acc = cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR)
-        normaliser = max(float(acc.max()), m.cam_scale * (settings.iterations + 1), 1e-12)
+            acc = (cv2.resize(acc, (width, height), interpolation=cv2.INTER_LINEAR) if ran
+                   else np.zeros((height, width), np.float32))
+        normaliser = map_normaliser(acc, m.cam_scale, settings.iterations)
         acc /= normaliser
         return DefectMap(
             label=m.label, cam_map=acc, grid=grid, tile_probability=probability,
@@ -276,5 +350,5 @@ class DefectMapPredictor:
 
 
 __all__ = ["PRECISIONS", "PRECISION_CHOICES", "TILINGS", "DefectMap", "DefectMapPredictor",
-           "ImageScales", "as_scales", "check_working_scale", "parse_working_scale",
-           "pick_device", "working_size"]
+           "ImageScales", "MapParts", "as_scales", "check_working_scale", "map_normaliser",
+           "parse_working_scale", "pick_device", "working_size"]

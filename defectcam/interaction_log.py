@@ -1,5 +1,8 @@
 """The interaction log: every proposal the function answered, in SQLite (WAL mode).
 
+A serving component: the proposal service is given one and writes every answer into it; the
+feedback loop (``defectcam.feedback``) reads it.
+
 One row in ``requests`` per answered request (image identity, parameters, model version,
 time) and one row in ``proposals`` per returned shape, written in ONE transaction that is
 committed before the answer leaves the worker.
