@@ -30,11 +30,8 @@ from defectcam.core.interact import Clicks, InteractResult, InteractSettings, in
 from defectcam.core.options import InteractOptions, Limits, OptionError
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer
-from defectcam.feedback.log import ProposalLog, log_proposals, model_version_of
+from defectcam.feedback.log import INTERACTION_KIND, ProposalLog, log_proposals, model_version_of
 from defectcam.service import _info, check_spec_labels
-
-#: ``params["kind"]`` of an interaction in the interaction log (the detector's have none).
-INTERACTION = "interaction"
 
 
 @dataclass
@@ -124,7 +121,7 @@ class InteractorService:
                           settings=self.interact_settings)
         seconds = time.perf_counter() - start
         sha = image_sha256 or hashlib.sha256(np.ascontiguousarray(image).data).hexdigest()
-        params = {"kind": INTERACTION, "face": face, "output": "mask", **options.to_log(),
+        params = {"kind": INTERACTION_KIND, "face": face, "output": "mask", **options.to_log(),
                   "label": label, "iterations": iterations, "source": result.source,
                   "windows": result.windows, "window": list(result.window)}
         logged = [] if result.box is None else [Proposal(
@@ -138,4 +135,4 @@ class InteractorService:
         return InteractAnswer(result, options, width, height, seconds, request_id)
 
 
-__all__ = ["INTERACTION", "InteractAnswer", "InteractorService"]
+__all__ = ["InteractAnswer", "InteractorService"]

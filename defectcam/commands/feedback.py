@@ -5,7 +5,9 @@
 
 Writes ``<out>/feedback-clicks.xml`` (CVAT for images 1.1, ``points`` shapes: one positive
 click per accepted, modified or missed defect, one negative click inside each rejected
-proposal away from every kept defect) and ``<out>/feedback-report.json``. Then
+proposal away from every kept defect, and the interactor's clicks: the positive points of
+every kept interaction, its negative points away from every kept defect;
+``defectcam.feedback.interactions``) and ``<out>/feedback-report.json``. Then
 ``defectcam train --resume weights/crack.safetensors --clicks old.xml <out>/feedback-clicks.xml``.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from defectcam.config import log_path
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
-from defectcam.data.cvat_xml import read_cvat_xml, write_cvat_xml
+from defectcam.data.cvat_xml import CvatImage, read_cvat_xml, write_cvat_xml
 from defectcam.feedback.clicks import feedback_clicks
 from defectcam.feedback.cvat_client import (
     CVAT_PASSWORD_ENV,
@@ -25,6 +27,12 @@ from defectcam.feedback.cvat_client import (
     CVAT_URL_ENV,
     CVAT_USER_ENV,
     pull_task,
+)
+from defectcam.feedback.interactions import (
+    absorb_missed,
+    interaction_clicks,
+    interaction_report,
+    judge_interactions,
 )
 from defectcam.feedback.log import read_log
 from defectcam.feedback.match import ACCEPT_IOU, MODIFY_IOU, match_feedback
@@ -85,13 +93,22 @@ def run(args: argparse.Namespace) -> int:
         if not xml.is_file():
             raise FileNotFoundError(f"{xml} does not exist")
     annotations = read_cvat_xml(xml)
-    match = match_feedback(annotations, requests, images, DEFECTS,
+    detector = [r for r in requests if not r.is_interaction]
+    match = match_feedback(annotations, detector, images, DEFECTS,
                            accept_iou=args.accept_iou, modify_iou=args.modify_iou)
+    interactions = judge_interactions(annotations, [r for r in requests if r.is_interaction],
+                                      images, args.accept_iou, args.modify_iou)
+    absorbed = absorb_missed(match, interactions)
     clicks, provenance = feedback_clicks(match, args.min_distance, args.crop_size,
                                          args.negative_label)
+    extra, extra_provenance = interaction_clicks(interactions, match, args.min_distance,
+                                                 args.negative_label)
+    _add_clicks(clicks, extra, annotations)
     args.out.mkdir(parents=True, exist_ok=True)
     clicks_path = write_cvat_xml(clicks, args.out / CLICKS_FILE)
     report = feedback_report(match, provenance)
+    report["interactions"] = interaction_report(interactions, extra_provenance, absorbed)
+    report["clicks"] += extra_provenance
     report["inputs"] = {"annotations": str(xml), "images": str(images) if images else None,
                         "log": str(log)}
     report_path = args.out / REPORT_FILE
@@ -101,7 +118,25 @@ def run(args: argparse.Namespace) -> int:
               f"{row['modified']} modified, {row['rejected']} rejected; {row['missed']} missed; "
               f"clicks +{row['clicks']['positive']} -{row['clicks']['negative']}")
     print(f"{clicks_path}  {report_path}")
+    for label, row in report["interactions"]["per_defect"].items():
+        print(f"{label}: {row['interactions']} interactions: {row['accepted']} accepted, "
+              f"{row['modified']} modified, {row['deleted']} deleted; clicks "
+              f"+{row['clicks']['positive']} -{row['clicks']['negative']}")
     if report["requests"]["not_in_export"]:
         print(f"note: {report['requests']['not_in_export']} logged request(s) match no image "
               "of this export")
     return 0
+
+
+def _add_clicks(clicks, extra: dict, annotations) -> None:
+    """Append the interactions' clicks (per image name) to the detector's click export."""
+    by_name = {image.name: image for image in clicks.images}
+    for source in annotations.images:
+        if source.name not in extra:
+            continue
+        if source.name not in by_name:
+            by_name[source.name] = CvatImage(source.id, source.name, source.width,
+                                             source.height, [])
+            clicks.images.append(by_name[source.name])
+        by_name[source.name].shapes.extend(extra[source.name])
+    clicks.images.sort(key=lambda image: image.id)

@@ -8,7 +8,8 @@ already says where, so the evidence need not be as sensitive as the detector's),
 answer keeps the object the positive clicks point at, cut away from the negative clicks
 (pixels nearer, along the object, to a negative click than to every positive one). An object
 that reaches the window's border where the frame goes on (a crack running out of the window)
-makes the window grow on that side and the mask is made again, up to ``max_grows`` times.
+makes the window grow by a window's side on that side and the mask is made again, up to
+``max_grows`` times.
 
 Where the classifier does not fire at a click, the annotator still knows better: the click
 takes the evidence there (the weights' own evidence rule), then the binarised map, and at
@@ -72,7 +73,7 @@ class InteractSettings:
     snap_px: int = 12
     group_px: int = 6
     erase_px: int = 36
-    max_grows: int = 3
+    max_grows: int = 6
     margin: float = 0.25
 
     def __post_init__(self) -> None:
@@ -195,7 +196,7 @@ def click_mask(image: np.ndarray, clicks: Clicks, candidates: Candidates, label:
         touched = _open_sides(mask, window, width, height)
         if not touched or windows > grows:
             break
-        window = _grown(window, touched, side // 2, width, height)
+        window = _grown(window, touched, side, width, height)
     x1, y1 = window[0], window[1]
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:

@@ -303,8 +303,9 @@ class InteractOptions:
 
     Body keys, as CVAT's ``lambda_manager`` sends them: ``pos_points`` (at least one
     ``[x, y]`` in frame pixels), ``neg_points`` (``[x, y]`` list, may be empty or absent),
-    ``obj_bbox`` (``[[x1, y1], [x2, y2]]`` or null). Other clients may add ``label`` (the
-    defect whose classifier answers; default: the function's only one), ``iterations``,
+    ``obj_bbox`` (``[[x1, y1], [x2, y2]]``; null or ``[]``: none). Other clients may add
+    ``label`` (the defect whose classifier answers; default: the function's only one),
+    ``iterations``,
     ``cam_threshold`` (as for proposals) and ``name`` (recorded in the interaction log).
     Whether the points lie inside the frame is checked once the frame is decoded
     (:meth:`check_frame`).
@@ -393,8 +394,8 @@ def _points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
 
 
 def _box(value: Any) -> tuple[float, float, float, float] | None:
-    if value is None:
-        return None
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return None  # CVAT's newer UI sends [] when no box was drawn
     flat = value
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(
             isinstance(v, (list, tuple)) for v in value):

@@ -149,6 +149,25 @@ def pair_requests(
 ) -> tuple[list[ImageVerdict], list[LoggedRequest], list[LoggedRequest]]:
     """Export images with their latest logged request; also the requests of no export image
     and the superseded ones (an image asked for again later)."""
+    used: set[int] = set()
+    superseded: list[LoggedRequest] = []
+    verdicts = []
+    for image, (found, how) in zip(annotations.images,
+                                   requests_by_image(annotations, requests, images_dir),
+                                   strict=True):
+        request = found[-1] if found else None
+        superseded += [r for r in found[:-1] if r.id not in used]
+        used.update(r.id for r in found)
+        verdicts.append(ImageVerdict(image, request, how if request else ""))
+    unmatched = [r for r in requests if r.id not in used]
+    return verdicts, unmatched, superseded
+
+
+def requests_by_image(annotations: CvatAnnotations, requests: Sequence[LoggedRequest],
+                      images_dir: str | Path | None = None
+                      ) -> list[tuple[list[LoggedRequest], str]]:
+    """Per export image (in order): its logged requests, oldest first, and how they were
+    found (``"file name"`` or ``"content sha256"``; see the module rules)."""
     by_name: dict[str, list[LoggedRequest]] = defaultdict(list)
     by_hash: dict[str, list[LoggedRequest]] = defaultdict(list)
     for request in requests:
@@ -156,28 +175,20 @@ def pair_requests(
             by_name[request.file_name].append(request)
             by_name.setdefault(Path(request.file_name).name, []).append(request)
         by_hash[request.image_sha256].append(request)
-    used: set[int] = set()
-    superseded: list[LoggedRequest] = []
-    verdicts = []
+    out = []
     for image in annotations.images:
         found = by_name.get(image.name) or by_name.get(Path(image.name).name) or []
         how = "file name"
         path = _image_file(Path(images_dir), image.name) if images_dir else None
         if path is not None:
-            digest = file_sha256(path)
-            by_content = by_hash.get(digest, [])
+            by_content = by_hash.get(file_sha256(path), [])
             if by_content:
                 # content wins over a name: two folders may reuse "0001.jpg"
                 found, how = by_content, "content sha256"
         found = [r for r in found if r.width == image.width and r.height == image.height]
         unique = {r.id: r for r in found}
-        ordered = sorted(unique.values(), key=lambda r: (r.time, r.id))
-        request = ordered[-1] if ordered else None
-        superseded += [r for r in ordered[:-1] if r.id not in used]
-        used.update(unique)
-        verdicts.append(ImageVerdict(image, request, how if request else ""))
-    unmatched = [r for r in requests if r.id not in used]
-    return verdicts, unmatched, superseded
+        out.append((sorted(unique.values(), key=lambda r: (r.time, r.id)), how))
+    return out
 
 
 def _iou_matrix(props: list[np.ndarray], finals: list[np.ndarray]) -> np.ndarray:
