@@ -31,7 +31,7 @@ from defectcam.core.options import InteractOptions, Limits, OptionError
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer
 from defectcam.feedback.log import INTERACTION_KIND, ProposalLog, log_proposals, model_version_of
-from defectcam.service import _info, check_spec_labels
+from defectcam.service import check_spec_labels, info_line
 
 
 @dataclass
@@ -128,7 +128,7 @@ class InteractorService:
             label, 1.0, result.polygon(), result.mask, result.box, result.area)]
         request_id = log_proposals(self.log, sha, (width, height), options.name, params,
                                    self.model_version, logged, seconds)
-        _info(self.logger, "interaction answered", label=label, width=width, height=height,
+        info_line(self.logger, "interaction answered", label=label, width=width, height=height,
               positive=len(options.pos_points), negative=len(options.neg_points),
               area=result.area, source=result.source, windows=result.windows,
               seconds=round(seconds, 3))

@@ -96,7 +96,7 @@ class ProposalService:
         self.costs = TileCosts()
         if self.settings.deadline is not None and proposer.predictors:
             self.costs.warm_up(proposer)
-            _info(logger, "measured tile costs for the deadline",
+            info_line(logger, "measured tile costs for the deadline",
                   deadline=self.settings.deadline,
                   forward_ms_per_megapixel=round(self.costs.forward * 1e9, 1),
                   step_ms_per_megapixel=round(self.costs.step * 1e9, 1),
@@ -138,7 +138,7 @@ class ProposalService:
         report = None
         if min(height, width) < MIN_SIDE:
             result = ProposalResult(proposals=[])
-            _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
+            warn_line(self.logger, "frame thinner than the model's smallest side: no proposals",
                   width=width, height=height, min_side=MIN_SIDE)
         elif self.settings.deadline is not None:
             result, report = propose_within(
@@ -159,10 +159,10 @@ class ProposalService:
         answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
                         result.maps, seconds, request_id, steps, report)
         if report is not None and report.reduced:
-            _warn(self.logger, "deadline: reduced the request", width=width, height=height,
+            warn_line(self.logger, "deadline: reduced the request", width=width, height=height,
                   deadline=report.deadline, seconds=round(seconds, 3),
                   tiles_left_out=report.tiles_left_out, labels=report.summary())
-        _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
+        info_line(self.logger, "proposed", width=width, height=height, shapes=len(kept),
               left_out=answer.left_out, seconds=round(seconds, 3))
         return answer
 
@@ -201,12 +201,12 @@ class ProposalService:
         return result
 
 
-def _info(logger: Any, message: str, **fields: Any) -> None:
+def info_line(logger: Any, message: str, **fields: Any) -> None:
     """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
     _line(logger, "info", message, fields)
 
 
-def _warn(logger: Any, message: str, **fields: Any) -> None:
+def warn_line(logger: Any, message: str, **fields: Any) -> None:
     """One warning line (Nuclio's ``warn_with`` or :mod:`logging`'s ``warning``)."""
     _line(logger, "warn", message, fields)
 
@@ -221,4 +221,5 @@ def _line(logger: Any, level: str, message: str, fields: dict[str, Any]) -> None
         method("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
-__all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels"]
+__all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels", "info_line",
+           "warn_line"]

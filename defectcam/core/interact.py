@@ -132,8 +132,9 @@ def interact(predictor: DefectMapPredictor, image: np.ndarray, clicks: Clicks, *
     """The mask of the defect the ``clicks`` point at on ``image`` ((H, W, 3) uint8 RGB).
 
     Args:
-        predictor: the label's classifier (its weights' threshold, refinement and closing
-            post-process the window's map, as for the detector's proposals).
+        predictor: the label's classifier; its weights give the CAM threshold, the
+            refinement's evidence kind (used in its strict form) and dilation, and, for
+            weights without evidence, the closing.
         image: the frame, upright RGB.
         clicks: points (and box) in frame pixels; they must lie inside the frame.
         iterations: AdvCAM steps (``None``: the weights').
