@@ -3,6 +3,8 @@
 #
 #   ./deploy.sh --cpu     build defectcam-base:cpu, deploy function.yaml      (defectcam-cpu)
 #   ./deploy.sh --gpu     build defectcam-base:gpu, deploy function-gpu.yaml  (defectcam-gpu)
+#   ./deploy.sh --cpu --interactors   the same base image, then the three click interactors
+#                         interactors/{crack,spalling,rust}.yaml (defectcam-crack-click-cpu, ...)
 #
 # Needs docker, and nuctl of the same version as the Nuclio dashboard that CVAT's
 # components/serverless/docker-compose.serverless.yml starts (--dry-run needs neither).
@@ -20,10 +22,13 @@ PLATFORM="local"
 
 usage() {
     cat <<EOF
-Usage: $(basename "$0") --cpu | --gpu [--dry-run]
+Usage: $(basename "$0") --cpu | --gpu [--interactors] [--dry-run]
 
   --cpu      deploy function.yaml (CPU torch, 2 workers)
   --gpu      deploy function-gpu.yaml (CUDA torch, 1 worker, one NVIDIA GPU)
+  --interactors
+             deploy the click interactors instead (AI Tools > Interactors), one per
+             defect: interactors/<defect>.yaml (--cpu) or interactors/<defect>-gpu.yaml
   --dry-run  print the docker and nuctl commands instead of running them
              (docker and nuctl need not be installed)
   -h, --help show this help
@@ -40,11 +45,13 @@ die() {
 
 MODE=""
 DRY_RUN=0
+INTERACTORS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpu) MODE="cpu" ;;
         --gpu) MODE="gpu" ;;
         --dry-run) DRY_RUN=1 ;;
+        --interactors) INTERACTORS=1 ;;
         -h | --help)
             usage
             exit 0
@@ -71,6 +78,23 @@ else
     DEFAULT_VARIANT="cpu"
 fi
 TORCH_VARIANT="${TORCH_VARIANT:-$DEFAULT_VARIANT}"
+# What is deployed: the detector, or one interactor per defect (CVAT's interactor request
+# carries no label: each defect answers as its own function).
+if [ "$INTERACTORS" -eq 1 ]; then
+    SUFFIX=""
+    [ "$MODE" = "cpu" ] || SUFFIX="-$MODE"
+    FUNCTION_FILES=()
+    FUNCTION_NAMES=()
+    for defect in crack spalling rust; do
+        FUNCTION_FILES+=("interactors/${defect}${SUFFIX}.yaml")
+        FUNCTION_NAMES+=("defectcam-${defect}-click-${MODE}")
+    done
+    ENTRY_FILES=(interactor_main.py)
+else
+    FUNCTION_FILES=("$FUNCTION_FILE")
+    FUNCTION_NAMES=("$FUNCTION_NAME")
+    ENTRY_FILES=(main.py model_handler.py)
+fi
 BASE_IMAGE="defectcam-base:${MODE}"
 CVAT_NETWORK="${CVAT_NETWORK:-cvat_cvat}"
 
@@ -137,13 +161,13 @@ components/serverless/docker-compose.serverless.yml first, set CVAT_NETWORK to y
 network (docker network ls), or CVAT_NETWORK=none to deploy without it"
     fi
 fi
-for file in Dockerfile main.py model_handler.py "$FUNCTION_FILE"; do
+for file in Dockerfile "${ENTRY_FILES[@]}" "${FUNCTION_FILES[@]}"; do
     [ -f "$ROOT/$file" ] || die "$ROOT/$file is missing"
 done
 compgen -G "$ROOT/weights/*.safetensors" >/dev/null ||
     die "no weights: put <label>.safetensors and <label>.json files into $ROOT/weights/"
-TIMEOUT="$(event_timeout "$ROOT/$FUNCTION_FILE")" ||
-    die "$FUNCTION_FILE has no spec.eventTimeout"
+TIMEOUT="$(event_timeout "$ROOT/${FUNCTION_FILES[0]}")" ||
+    die "${FUNCTION_FILES[0]} has no spec.eventTimeout"
 PLATFORM_CONFIG=()
 if [ "$CVAT_NETWORK" != "none" ]; then
     PLATFORM_CONFIG=(--platform-config "{\"attributes\":{\"network\":\"$CVAT_NETWORK\"}}")
@@ -167,7 +191,11 @@ else
     trap 'rm -rf "$STAGE"' EXIT
     quote STAGE="$STAGE"
 fi
-run cp "$ROOT/main.py" "$ROOT/model_handler.py" "$ROOT/$FUNCTION_FILE" "$STAGE/"
+STAGED=()
+for file in "${ENTRY_FILES[@]}" "${FUNCTION_FILES[@]}"; do
+    STAGED+=("$ROOT/$file")
+done
+run cp "${STAGED[@]}" "$STAGE/"
 
 if [ "$DRY_RUN" -eq 1 ]; then
     echo "nuctl get project cvat --platform $PLATFORM >/dev/null 2>&1 ||"
@@ -176,8 +204,10 @@ elif ! nuctl get project cvat --platform "$PLATFORM" >/dev/null 2>&1; then
     run nuctl create project cvat --platform "$PLATFORM"
 fi
 run cd "$STAGE"
-run nuctl deploy --project-name cvat --path . --file "$FUNCTION_FILE" --platform "$PLATFORM" \
-    "${PLATFORM_CONFIG[@]}"
+for file in "${FUNCTION_FILES[@]}"; do
+    run nuctl deploy --project-name cvat --path . --file "${file##*/}" --platform "$PLATFORM" \
+        "${PLATFORM_CONFIG[@]}"
+done
 run nuctl get function --platform "$PLATFORM"
 
 # After the commands, how to call the function by hand. A dry run's output is a script, so
@@ -193,6 +223,26 @@ hint() {
     fi
 }
 echo
+if [ "$INTERACTORS" -eq 1 ]; then
+    if [ "$DRY_RUN" -eq 1 ]; then
+        echo "Dry run: nothing was built or deployed; without --dry-run, deploy.sh runs the"
+        echo "commands above. Once deployed, call an interactor by hand (body on stdin):"
+    else
+        echo "Deployed ${FUNCTION_NAMES[*]}. CVAT lists them under AI Tools > Interactors"
+        echo "(\"defectcam crack (click)\", ...): pick the one of the label you annotate."
+        echo "Call one by hand (the JSON body goes on stdin):"
+    fi
+    cat <<EOF
+
+  python3 -c 'import base64, json, sys; print(json.dumps({"image": base64.b64encode(open(sys.argv[1], "rb").read()).decode(), "pos_points": [[float(sys.argv[2]), float(sys.argv[3])]], "neg_points": []}))' photo.jpg X Y > click.json
+  nuctl invoke ${FUNCTION_NAMES[0]} --platform ${PLATFORM} --method POST \\
+    --content-type application/json --timeout ${TIMEOUT} < click.json
+
+It answers {"mask": rows of 0/1, "bounds": [x1, y1, x2, y2], "points": [[x, y], ...]}.
+Logs: docker logs nuclio-nuclio-${FUNCTION_NAMES[0]}
+EOF
+    exit 0
+fi
 if [ "$DRY_RUN" -eq 1 ]; then
     echo "# Dry run: nothing was built or deployed; without --dry-run, deploy.sh runs the"
     echo "# commands above. Once ${FUNCTION_NAME} is deployed, call it by hand (body on stdin):"

@@ -42,6 +42,11 @@ from defectcam.core.cvat import decode_cvat_mask_crop, mask_runs, runs_to_mask
 from defectcam.core.postprocess import Proposal, polygon_to_mask
 
 SCHEMA_VERSION = 1
+#: ``params["kind"]`` of an interactor's request (one click or a few -> one mask); detector
+#: requests carry no ``kind``. The interaction's points are ``params["pos_points"]``,
+#: ``params["neg_points"]`` (frame pixels), its label ``params["label"]`` and the answered
+#: mask its one proposal row.
+INTERACTION_KIND = "interaction"
 BUSY_TIMEOUT_MS = 2000
 WARN_INTERVAL_S = 60.0
 
@@ -107,6 +112,8 @@ class LoggedProposal:
 
 @dataclass
 class LoggedRequest:
+    """One logged request (see the schema); ``is_interaction``: an interactor's click."""
+
     id: int
     time: str
     image_sha256: str
@@ -118,6 +125,10 @@ class LoggedRequest:
     seconds: float | None
     worker: str | None = None
     proposals: list[LoggedProposal] = field(default_factory=list)
+
+    @property
+    def is_interaction(self) -> bool:
+        return self.params.get("kind") == INTERACTION_KIND
 
 
 def _proposal_row(index: int, item: Proposal | Mapping, default_kind: str) -> tuple:

@@ -18,6 +18,7 @@ from PIL import Image
 from defectcam.core.image_io import ImageInputError, decode_base64
 from defectcam.core.options import (
     OPTION_NAMES,
+    InteractOptions,
     Limits,
     OptionError,
     ProposeOptions,
@@ -55,12 +56,23 @@ def read_body(body: Any) -> dict:
 def read_request(body: Any, limits: Limits | None = None) -> tuple[str, ProposeOptions]:
     """(base64 image, options) of a request body; :class:`OptionError` names what is wrong."""
     data = read_body(body)
+    return _image(data), options_from_body(data, limits)
+
+
+def read_interaction(body: Any, limits: Limits | None = None) -> tuple[str, InteractOptions]:
+    """(base64 image, options) of an interactor request body (CVAT's ``image``,
+    ``pos_points``, ``neg_points``, ``obj_bbox``); :class:`OptionError` names what is wrong."""
+    data = read_body(body)
+    return _image(data), InteractOptions.from_body(data, limits)
+
+
+def _image(data: dict) -> str:
     image = data.get("image")
     if image is None:
         raise OptionError("missing 'image': expected the base64 of an image file", "image")
     if not isinstance(image, str):
         raise OptionError(f"'image' must be a base64 string, got {json_type(image)}", "image")
-    return image, options_from_body(data, limits)
+    return image
 
 
 def options_from_body(body: dict, limits: Limits | None = None) -> ProposeOptions:

@@ -98,8 +98,8 @@ class ProposalService:
         self.costs: WorkCosts | None = None
         if self.settings.deadline is not None and proposer.predictors:
             self.costs = WorkCosts.measure(proposer)
-            _info(logger, "measured work costs for the deadline",
-                  deadline=self.settings.deadline, **self.costs.log_fields())
+            info_line(logger, "measured work costs for the deadline",
+                      deadline=self.settings.deadline, **self.costs.log_fields())
 
     @classmethod
     def from_settings(cls, settings: Settings, logger: Any = None,
@@ -138,7 +138,7 @@ class ProposalService:
         report = None
         if min(height, width) < MIN_SIDE:
             result = ProposalResult(proposals=[])
-            _warn(self.logger, "frame thinner than the model's smallest side: no proposals",
+            warn_line(self.logger, "frame thinner than the model's smallest side: no proposals",
                   width=width, height=height, min_side=MIN_SIDE)
         elif self.settings.deadline is not None and self.costs is not None:
             planner = DeadlinePlanner(self.proposer, (height, width), labels, steps,
@@ -164,10 +164,10 @@ class ProposalService:
         answer = Answer(kept, options, width, height, len(result.proposals) - len(kept),
                         result.maps, seconds, request_id, steps, report)
         if report is not None and report.reduced:
-            _warn(self.logger, "deadline: reduced the request", width=width, height=height,
+            warn_line(self.logger, "deadline: reduced the request", width=width, height=height,
                   deadline=report.deadline, seconds=round(seconds, 3),
                   tiles_left_out=report.tiles_left_out, labels=report.summary())
-        _info(self.logger, "proposed", width=width, height=height, shapes=len(kept),
+        info_line(self.logger, "proposed", width=width, height=height, shapes=len(kept),
               left_out=answer.left_out, seconds=round(seconds, 3))
         return answer
 
@@ -197,12 +197,12 @@ class ProposalService:
         return None if all(steps[label] == own[label] for label in own) else steps
 
 
-def _info(logger: Any, message: str, **fields: Any) -> None:
+def info_line(logger: Any, message: str, **fields: Any) -> None:
     """One info line through a Nuclio logger (``info_with``) or a :mod:`logging` logger."""
     _line(logger, "info", message, fields)
 
 
-def _warn(logger: Any, message: str, **fields: Any) -> None:
+def warn_line(logger: Any, message: str, **fields: Any) -> None:
     """One warning line (Nuclio's ``warn_with`` or :mod:`logging`'s ``warning``)."""
     _line(logger, "warn", message, fields)
 
@@ -217,4 +217,5 @@ def _line(logger: Any, level: str, message: str, fields: dict[str, Any]) -> None
         method("%s %s", message, " ".join(f"{k}={v}" for k, v in fields.items()))
 
 
-__all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels"]
+__all__ = ["Answer", "OptionError", "ProposalService", "check_spec_labels", "info_line",
+           "warn_line"]

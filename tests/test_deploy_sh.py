@@ -239,3 +239,42 @@ def test_deploy_doc_invoke_timeouts_agree_with_the_yaml_and_the_benchmarks() -> 
     assert frame <= _seconds(_event_timeout("function.yaml"))
     assert f"a 2 MP photo takes about {photo:.0f} s" in deploy_doc
     assert f"a 25 MP frame about {frame / 60:.0f} min" in deploy_doc
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("--cpu", ""), ("--gpu", "-gpu")])
+def test_interactors_deploy_one_function_per_defect(tmp_path: Path, mode: str,
+                                                    suffix: str) -> None:
+    nuctl = 'if [ "$1 $2" = "get project" ]; then exit 1; fi; exit 0'
+    root, env = _sandbox(tmp_path, {"docker": "exit 0", "nuctl": nuctl})
+    shutil.copy2(REPO / "interactor_main.py", root / "interactor_main.py")
+    shutil.copytree(REPO / "interactors", root / "interactors")
+    result = _run(root, env, mode, "--interactors")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    kind = mode.removeprefix("--")
+    assert f"docker build --tag defectcam-base:{kind} --build-arg TORCH_VARIANT=" \
+           f"{'cpu' if kind == 'cpu' else 'cu128'} {root}" in calls
+    deploys = [c for c in calls if c.startswith("nuctl deploy ")]
+    assert deploys == [
+        f"nuctl deploy --project-name cvat --path . --file {defect}{suffix}.yaml --platform "
+        'local --platform-config {"attributes":{"network":"cvat_cvat"}}'
+        for defect in ("crack", "spalling", "rust")]
+    assert f"Deployed defectcam-crack-click-{kind} defectcam-spalling-click-{kind} " \
+           f"defectcam-rust-click-{kind}." in result.stdout
+    timeout = _event_timeout(f"interactors/crack{suffix}.yaml")
+    assert f"nuctl invoke defectcam-crack-click-{kind}" in result.stdout
+    assert f"--timeout {timeout} < click.json" in result.stdout
+
+
+def test_interactors_dry_run_and_missing_entry(tmp_path: Path) -> None:
+    root, env = _sandbox(tmp_path, {})
+    shutil.copytree(REPO / "interactors", root / "interactors")
+    result = _run(root, env, "--cpu", "--interactors", "--dry-run")
+    assert result.returncode != 0 and "interactor_main.py is missing" in result.stderr
+    shutil.copy2(REPO / "interactor_main.py", root / "interactor_main.py")
+    result = _run(root, env, "--cpu", "--interactors", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: nothing was built or deployed" in result.stdout
+    copy = next(s for s in result.stdout.splitlines() if s.startswith("cp "))
+    assert copy == (f"cp {root}/interactor_main.py {root}/interactors/crack.yaml "
+                    f"{root}/interactors/spalling.yaml {root}/interactors/rust.yaml $STAGE/")

@@ -10,11 +10,19 @@ as text), ``main`` (name of the main setting), ``runs`` (one per setting: ``name
 (``per_defect`` / ``overall``: pixels, instances, instance recall, false positives per image,
 Eq. 3 groups and edit cost) and ``images``), ``sweep`` (per defect and threshold: raw and
 post-processed metrics of the main setting's maps), ``gallery`` and ``failures``.
+
+With ``--interactive`` it measures the click interactor instead (simulated clicks on every
+truth instance, beside the learning-free click baseline in the same run;
+``defectcam.evaluation.interactive``) and writes ``OUT/interactive.json`` (``config``,
+``summary`` per method, defect and click round, ``outcomes`` per instance) and
+``OUT/interactive.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -104,6 +112,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="true instances smaller than this (px) are not counted")
     m.add_argument("--plain-iou-groups", action="store_true",
                    help="Eq. 3 groups by plain IoU (default: boundary-tolerant IoU)")
+    i = p.add_argument_group("interactive (the click interactor, AI Tools > Interactors)")
+    i.add_argument("--interactive", action="store_true",
+                   help="simulated clicks on every truth instance, the interactor beside the "
+                        "learning-free click baseline (writes interactive.json / .md)")
+    i.add_argument("--clicks", type=int, choices=(1, 2), default=2,
+                   help="clicks per instance: the most interior point, then where the first "
+                        "answer was most wrong (default: %(default)s)")
+    i.add_argument("--max-instances", type=int, default=5,
+                   help="at most N instances per image, a seeded choice (default: "
+                        "%(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("--gallery", type=int, default=3,
                    help="best and worst images per defect in the gallery (0: none)")
@@ -142,6 +160,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--min-confidence must be within 0..1")
     if args.other_sources < 0:
         raise ValueError("--other-sources must be >= 0")
+    if args.interactive and args.weights is None:
+        raise ValueError("--interactive needs --weights (the baseline runs beside them)")
+    if args.max_instances < 1:
+        raise ValueError("--max-instances must be >= 1")
     if args.max_side is not None and args.max_side < 32:
         raise ValueError("--max-side must be >= 32")
     if args.tile_batch is not None and args.tile_batch < 1:
@@ -225,6 +247,9 @@ def run(args: argparse.Namespace) -> int:
 
     rule = MatchRule(args.tolerance, args.found_coverage, args.min_instance_area)
     thresholds = GroupThresholds(tolerant=not args.plain_iou_groups)
+    if args.interactive:
+        return run_interactive(args, proposer, defects, items, data_description, rule,
+                               thresholds)
     annotator = AnnotatorModel()
     bar = tqdm(total=len(items) * len(settings), unit="run", disable=args.no_progress,
                file=sys.stderr, desc="evaluate")
@@ -276,4 +301,53 @@ def run(args: argparse.Namespace) -> int:
     if evaluation.failures:
         print(f"skipped {len(evaluation.failures)} images (see report.json 'failures')",
               file=sys.stderr)
+    return 0
+
+
+def run_interactive(args: argparse.Namespace, proposer, defects: list[str], items: list,
+                    data_description: str, rule: MatchRule,
+                    thresholds: GroupThresholds) -> int:
+    """``--interactive``: the click interactor and the click baseline on the same clicks."""
+    from defectcam.evaluation import interactive as ia
+
+    methods = {
+        ia.INTERACTOR: {d: ia.model_method(proposer, d, args.iterations) for d in defects},
+        ia.CLICK_BASELINE: {d: ia.baseline_method(
+            d, proposer.predictors[d].metadata.tile_size,
+            proposer.predictors[d].metadata.working_max_side) for d in defects},
+    }
+    bar = tqdm(total=len(items), unit="image", disable=args.no_progress, file=sys.stderr,
+               desc="evaluate --interactive")
+    run = ia.evaluate_interactive(items, methods, args.max_side, args.clicks,
+                                  args.max_instances, rule.min_instance_area,
+                                  rule.tolerance_px, args.seed,
+                                  progress=lambda _image: bar.update(1))
+    bar.close()
+    summary = run.summary(thresholds)
+    config = {
+        "options": {k: _plain(v) for k, v in vars(args).items() if k not in ("func", "command")},
+        "data": data_description + (f"; images and truth at a longer side of "
+                                    f"{args.max_side} px" if args.max_side else ""),
+        "protocol": (f"Per truth instance (8-connected, >= {rule.min_instance_area} px; at "
+                     f"most {args.max_instances} per image, seed {args.seed}) one click at its "
+                     f"most interior point, then {args.clicks - 1} more where the answer was "
+                     f"most wrong; IoU tolerance {rule.tolerance_px} px; "
+                     f"{thresholds.describe()}; every instance counts in N."),
+        "baseline_rules": ia.baseline_rules(defects),
+        "device": str(proposer.device),
+        "weights": {d: proposer.predictors[d].metadata.sha256 for d in defects},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"config": config, "summary": summary, "failures": run.failures,
+              "outcomes": {name: [dataclasses.asdict(o) for o in outcomes]
+                           for name, outcomes in run.outcomes.items()}}
+    (args.out / "interactive.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "interactive.md").write_text(ia.render_markdown(summary, config))
+    last = f"clicks_{args.clicks}"
+    for d in defects:
+        cells = [f"{name} IoU {summary[name][d][last]['mean_iou_tolerant']:.3f} Eq. 3 "
+                 f"{summary[name][d][last]['eq3']['saving']:.1%}" for name in methods
+                 if d in summary.get(name, {})]
+        print(f"{d} after {args.clicks} click(s): " + "; ".join(cells))
+    print(f"-> {args.out / 'interactive.md'}")
     return 0

@@ -5,8 +5,10 @@
 
 Writes ``<out>/feedback-clicks.xml`` (CVAT for images 1.1, ``points`` shapes: what every
 decision teaches, ``defectcam.feedback.clicks``; each image carries its content hash) and
-``<out>/feedback-report.json``. Then ``defectcam train --resume weights/crack.safetensors
---clicks old.xml <out>/feedback-clicks.xml --images data/ export/images``.
+``<out>/feedback-report.json``; kept interactions of the interactor teach too
+(``defectcam.feedback.interactions``). Then ``defectcam train --resume
+weights/crack.safetensors --clicks old.xml <out>/feedback-clicks.xml --images data/
+export/images``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from defectcam.config import log_path
 from defectcam.data import DEFECTS, NEGATIVE_LABEL
-from defectcam.data.cvat_xml import read_cvat_xml, write_cvat_xml
+from defectcam.data.cvat_xml import CvatImage, read_cvat_xml, write_cvat_xml
 from defectcam.feedback.cvat_client import (
     CVAT_PASSWORD_ENV,
     CVAT_TOKEN_ENV,
@@ -83,6 +85,12 @@ def _no_match_error(images: list[Path] | None, requests: int, images_in_export: 
 
 def run(args: argparse.Namespace) -> int:
     from defectcam.feedback.clicks import feedback_clicks  # loads torch: not for --help
+    from defectcam.feedback.interactions import (
+        absorb_missed,
+        interaction_clicks,
+        interaction_report,
+        judge_interactions,
+    )
     from defectcam.feedback.report import feedback_report
 
     log = args.log or log_path()
@@ -101,15 +109,24 @@ def run(args: argparse.Namespace) -> int:
         if not xml.is_file():
             raise FileNotFoundError(f"{xml} does not exist")
     annotations = read_cvat_xml(xml)
-    match = match_feedback(annotations, requests, images, DEFECTS,
+    detector = [r for r in requests if not r.is_interaction]
+    match = match_feedback(annotations, detector, images, DEFECTS,
                            accept_iou=args.accept_iou, modify_iou=args.modify_iou)
-    if not any(v.request is not None for v in match.images):
+    if not any(v.request is not None for v in match.images) and not any(
+            r.is_interaction for r in requests):
         raise ValueError(_no_match_error(images, len(requests), len(annotations.images)))
+    interactions = judge_interactions(annotations, [r for r in requests if r.is_interaction],
+                                      images, args.accept_iou, args.modify_iou)
+    absorbed = absorb_missed(match, interactions)
     clicks, origins = feedback_clicks(match, args.min_distance, args.crop_size,
                                       args.negative_label)
+    extra, extra_origins = interaction_clicks(interactions, match, args.min_distance,
+                                              args.negative_label)
+    _add_clicks(clicks, extra, annotations)
     args.out.mkdir(parents=True, exist_ok=True)
     clicks_path = write_cvat_xml(clicks, args.out / CLICKS_FILE)
     report = feedback_report(match, origins)
+    report["interactions"] = interaction_report(interactions, extra_origins, absorbed)
     report["inputs"] = {"annotations": str(xml),
                         "images": [str(p) for p in images] if images else None,
                         "log": str(log)}
@@ -126,7 +143,25 @@ def run(args: argparse.Namespace) -> int:
               f"+{row['clicks']['positive']} -{row['clicks']['negative']}"
               f"{' (' + kinds + ')' if kinds else ''}")
     print(f"{clicks_path}  {report_path}")
+    for label, row in report["interactions"]["per_defect"].items():
+        print(f"{label}: {row['interactions']} interactions: {row['accepted']} accepted, "
+              f"{row['modified']} modified, {row['deleted']} deleted; clicks "
+              f"+{row['clicks']['positive']} -{row['clicks']['negative']}")
     if report["requests"]["not_in_export"]:
         print(f"note: {report['requests']['not_in_export']} logged request(s) match no image "
               "of this export")
     return 0
+
+
+def _add_clicks(clicks, extra: dict, annotations) -> None:
+    """Append the interactions' clicks (per image name) to the detector's click export."""
+    by_name = {image.name: image for image in clicks.images}
+    for source in annotations.images:
+        if source.name not in extra:
+            continue
+        if source.name not in by_name:
+            by_name[source.name] = CvatImage(source.id, source.name, source.width,
+                                             source.height, [])
+            clicks.images.append(by_name[source.name])
+        by_name[source.name].shapes.extend(extra[source.name])
+    clicks.images.sort(key=lambda image: image.id)

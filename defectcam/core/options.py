@@ -263,3 +263,122 @@ def json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+# ---------------------------------------------------------------------- interactor requests
+
+#: Most points of one kind an interactor request may carry (each is a click in CVAT).
+MAX_POINTS = 100
+
+
+@dataclass(frozen=True)
+class InteractOptions:
+    """One interactor request's options (CVAT's AI Tools > Interactors), validated.
+
+    Body keys, as CVAT's ``lambda_manager`` sends them: ``pos_points`` (at least one
+    ``[x, y]`` in frame pixels), ``neg_points`` (``[x, y]`` list, may be empty or absent),
+    ``obj_bbox`` (``[[x1, y1], [x2, y2]]``; null or ``[]``: none). Other clients may add
+    ``label`` (the defect whose classifier answers; default: the function's only one),
+    ``iterations``,
+    ``cam_threshold`` (as for proposals) and ``name`` (recorded in the interaction log).
+    Whether the points lie inside the frame is checked once the frame is decoded
+    (:meth:`check_frame`).
+    """
+
+    pos_points: tuple[tuple[float, float], ...]
+    neg_points: tuple[tuple[float, float], ...] = ()
+    obj_bbox: tuple[float, float, float, float] | None = None
+    label: str | None = None
+    iterations: int | None = None
+    cam_threshold: float | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], limits: Limits | None = None
+                  ) -> InteractOptions:
+        """From a Nuclio / HTTP JSON body (a dict; ``image`` and unknown keys are left to the
+        caller); raises :class:`OptionError` naming the key."""
+        limits = limits or Limits()
+        if body.get("pos_points") is None:
+            raise OptionError("missing 'pos_points': expected a list of [x, y] clicks on the "
+                              "defect (at least one)", "pos_points")
+        positive = _points(body["pos_points"], "pos_points")
+        if not positive:
+            raise OptionError("'pos_points' is empty: click at least once on the defect",
+                              "pos_points")
+        negative = _points(body.get("neg_points") or [], "neg_points")
+        box = _box(body.get("obj_bbox"))
+        label = body.get("label")
+        if label is not None:
+            if not isinstance(label, str):
+                raise OptionError(f"'label' must be a string, got {json_type(label)}", "label")
+            if label not in limits.labels:
+                raise OptionError(f"label {label!r} has no weights in this function; it "
+                                  f"answers {list(limits.labels)}", "label")
+        # iterations, cam_threshold and name: the proposal contract's rules and messages
+        common = ProposeOptions.build(
+            {"iterations": body.get("iterations"), "cam_threshold": body.get("cam_threshold"),
+             "name": body.get("name")}, Spelling(quote="'{}'"), limits)
+        return cls(positive, negative, box, label, common.iterations, common.cam_threshold,
+                   common.name)
+
+    def check_frame(self, width: int, height: int) -> None:
+        """Raise :class:`OptionError` (naming the key) for a point or box outside a
+        ``width`` x ``height`` frame."""
+        for key, points in (("pos_points", self.pos_points), ("neg_points", self.neg_points)):
+            for x, y in points:
+                if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+                    raise OptionError(f"'{key}' point [{x:g}, {y:g}] is outside the "
+                                      f"{width} x {height} frame", key)
+        if self.obj_bbox is not None:
+            x1, y1, x2, y2 = self.obj_bbox
+            if x2 < 0 or y2 < 0 or x1 > width - 1 or y1 > height - 1:
+                raise OptionError(f"'obj_bbox' {list(self.obj_bbox)} lies outside the "
+                                  f"{width} x {height} frame", "obj_bbox")
+
+    def to_log(self) -> dict[str, Any]:
+        """The options as the interaction log records them (the clicks in frame pixels)."""
+        return {"pos_points": [list(p) for p in self.pos_points],
+                "neg_points": [list(p) for p in self.neg_points],
+                "obj_bbox": list(self.obj_bbox) if self.obj_bbox is not None else None,
+                "label": self.label, "iterations": self.iterations,
+                "cam_threshold": self.cam_threshold}
+
+
+def _finite_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
+
+
+def _points(value: Any, key: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, (list, tuple)):
+        raise OptionError(f"'{key}' must be a list of [x, y] points, got {json_type(value)}",
+                          key)
+    if len(value) > MAX_POINTS:
+        raise OptionError(f"'{key}' has {len(value)} points; at most {MAX_POINTS}", key)
+    out = []
+    for point in value:
+        if not (isinstance(point, (list, tuple)) and len(point) == 2
+                and all(_finite_number(v) for v in point)):
+            shown = point if isinstance(point, (list, tuple)) else json_type(point)
+            raise OptionError(f"'{key}' must be a list of [x, y] number pairs, got an item "
+                              f"{shown!r}", key)
+        out.append((float(point[0]), float(point[1])))
+    return tuple(out)
+
+
+def _box(value: Any) -> tuple[float, float, float, float] | None:
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return None  # CVAT's newer UI sends [] when no box was drawn
+    flat = value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (list, tuple)) for v in value):
+        flat = [*value[0], *value[1]]
+    if not (isinstance(flat, (list, tuple)) and len(flat) == 4
+            and all(_finite_number(v) for v in flat)):
+        raise OptionError("'obj_bbox' must be null or [[x1, y1], [x2, y2]]", "obj_bbox")
+    x1, y1, x2, y2 = (float(v) for v in flat)
+    if x2 < x1 or y2 < y1:
+        raise OptionError(f"'obj_bbox' {list(flat)} has its second corner above or left of "
+                          "its first", "obj_bbox")
+    return x1, y1, x2, y2

@@ -194,6 +194,19 @@ class Refinement:
         return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), disc(self.dilation))
 
 
+#: The strict, image-wide form of each evidence kind: the learning-free baselines' rules
+#: (``defectcam.evaluation.baselines``), and what an interactor's click chooses from inside
+#: the classifier's region (``defectcam.core.interact``), where the click, not a sensitive
+#: threshold, says which defect is meant.
+STRICT_EVIDENCE: dict[str, Refinement] = {
+    "dark-lines": Refinement("dark-lines-otsu", kernel_px=15, k=2.0),
+    "dark-lines-otsu": Refinement("dark-lines-otsu", kernel_px=15, k=2.0),
+    "rough-dark": Refinement("rough-dark-otsu", kernel_px=15),
+    "rough-dark-otsu": Refinement("rough-dark-otsu", kernel_px=15),
+    "rust-colour": Refinement("rust-colour", k=70),
+}
+
+
 def filled(mask: np.ndarray, radius: int) -> np.ndarray:
     """``mask`` closed with a disc of ``radius`` px, then every hole filled (boolean)."""
     closed = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disc(radius))

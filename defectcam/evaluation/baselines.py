@@ -12,22 +12,24 @@ from collections.abc import Callable
 import numpy as np
 
 from defectcam.core.postprocess import Proposal, close_mask, mask_to_proposals
-from defectcam.core.refine import dark_lines, rough_dark_otsu, rust_colour
+from defectcam.core.refine import STRICT_EVIDENCE
 
 
-def crack_baseline(image: np.ndarray, kernel_px: int = 15, k: float = 2.0) -> np.ndarray:
-    """Thin dark lines: black-hat above max(Otsu, mean + k std), over the whole image."""
-    return dark_lines(image, kernel_px, k, otsu=True)
+def crack_baseline(image: np.ndarray) -> np.ndarray:
+    """Thin dark lines: black-hat (15 px) above max(Otsu, mean + 2 std), over the whole
+    image (``refine.STRICT_EVIDENCE["dark-lines"]``)."""
+    return STRICT_EVIDENCE["dark-lines"].evidence_map(image)
 
 
 def rust_baseline(image: np.ndarray) -> np.ndarray:
-    """Orange, brown and reddish pixels in HSV (``refine.rust_colour``'s defaults)."""
-    return rust_colour(image)
+    """Orange, brown and reddish pixels in HSV (``refine.STRICT_EVIDENCE["rust-colour"]``)."""
+    return STRICT_EVIDENCE["rust-colour"].evidence_map(image)
 
 
-def spalling_baseline(image: np.ndarray, window_px: int = 15) -> np.ndarray:
-    """Textured and darker than the median: local grey std above Otsu, grey below median."""
-    return rough_dark_otsu(image, window_px)
+def spalling_baseline(image: np.ndarray) -> np.ndarray:
+    """Textured and darker than the median: local grey std (15 px) above Otsu, grey below
+    median (``refine.STRICT_EVIDENCE["rough-dark"]``)."""
+    return STRICT_EVIDENCE["rough-dark"].evidence_map(image)
 
 
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {

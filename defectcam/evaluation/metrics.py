@@ -146,6 +146,13 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
                       borderValue=0).astype(bool)
 
 
+def _near_counts(a: np.ndarray, b: np.ndarray, radius: int) -> tuple[int, int]:
+    """(pixels of ``a`` within ``radius`` of ``b``, pixels of ``b`` within ``radius`` of
+    ``a``): the boundary-tolerant overlap both ways."""
+    return (int(np.count_nonzero(a & _dilate(b, radius))),
+            int(np.count_nonzero(b & _dilate(a, radius))))
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     """Inner boundary: pixels with an 8-neighbour outside the mask (or the window)."""
     eroded = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8),
@@ -172,6 +179,20 @@ def truth_instances(truth: np.ndarray, min_area: int = 1) -> tuple[np.ndarray, l
     areas = stats[1:, cv2.CC_STAT_AREA]
     kept = [i + 1 for i, a in enumerate(areas) if a >= min_area]
     return labels, kept, int(len(areas) - len(kept))
+
+
+def instance_ious(instance: np.ndarray, answer: np.ndarray, tolerance_px: int = 2
+                  ) -> tuple[float, float]:
+    """(IoU, boundary-tolerant IoU) of one ``answer`` mask against one truth ``instance``
+    (both boolean, same size), as :func:`match_instances` measures an instance: the tolerant
+    IoU counts pixels within ``tolerance_px`` of the other mask as matched."""
+    area, n_answer = int(np.count_nonzero(instance)), int(np.count_nonzero(answer))
+    if area + n_answer == 0:
+        return 1.0, 1.0
+    inter = int(np.count_nonzero(instance & answer))
+    inst_near, answer_near = _near_counts(instance, answer, tolerance_px)
+    dice_tol = (inst_near + answer_near) / (area + n_answer)
+    return inter / (area + n_answer - inter), dice_tol / (2.0 - dice_tol)
 
 
 @dataclass(frozen=True)
@@ -286,8 +307,7 @@ def _match_one(component: int, labels: np.ndarray, stat: np.ndarray,
     t = rule.tolerance_px
     inter = int(np.count_nonzero(inst & union))
     n_union = int(np.count_nonzero(union))
-    inst_near_u = int(np.count_nonzero(inst & _dilate(union, t)))
-    u_near_inst = int(np.count_nonzero(union & _dilate(inst, t)))
+    inst_near_u, u_near_inst = _near_counts(inst, union, t)
     dice_tol = (inst_near_u + u_near_inst) / (area + n_union)
     coverage_tol = inst_near_u / area
     inst_outline = _outline(inst)

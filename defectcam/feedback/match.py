@@ -129,6 +129,26 @@ def pair_requests(
 ) -> tuple[list[ImageVerdict], list[LoggedRequest], list[LoggedRequest]]:
     """Export images with their latest logged request; also the requests of no export image
     and the superseded ones (an image asked for again later)."""
+    used: set[int] = set()
+    superseded: list[LoggedRequest] = []
+    verdicts = []
+    for image, (found, how, path, digest) in zip(
+            annotations.images, requests_by_image(annotations, requests, images), strict=True):
+        request = found[-1] if found else None
+        superseded += [r for r in found[:-1] if r.id not in used]
+        used.update(r.id for r in found)
+        verdicts.append(ImageVerdict(image, request, how if request else "", path, digest))
+    unmatched = [r for r in requests if r.id not in used]
+    return verdicts, unmatched, superseded
+
+
+def requests_by_image(
+    annotations: CvatAnnotations, requests: Sequence[LoggedRequest],
+    images: ImageRoots | str | Path | Sequence[str | Path] | None = None,
+) -> list[tuple[list[LoggedRequest], str, Path | None, str | None]]:
+    """Per export image (in order): its logged requests, oldest first, how they were found
+    (``"file name"`` or ``"content sha256"``; see the module rules), the image's file and
+    its content hash (``None`` when unknown)."""
     roots = ImageRoots.of(images) if images is not None else None
     by_name: dict[str, list[LoggedRequest]] = defaultdict(list)
     by_hash: dict[str, list[LoggedRequest]] = defaultdict(list)
@@ -137,9 +157,7 @@ def pair_requests(
             by_name[request.file_name].append(request)
             by_name.setdefault(Path(request.file_name).name, []).append(request)
         by_hash[request.image_sha256].append(request)
-    used: set[int] = set()
-    superseded: list[LoggedRequest] = []
-    verdicts = []
+    out = []
     for image in annotations.images:
         found = by_name.get(image.name) or by_name.get(Path(image.name).name) or []
         how = "file name"
@@ -150,13 +168,8 @@ def pair_requests(
             found, how = by_hash[digest], "content sha256"
         found = [r for r in found if r.width == image.width and r.height == image.height]
         unique = {r.id: r for r in found}
-        ordered = sorted(unique.values(), key=lambda r: (r.time, r.id))
-        request = ordered[-1] if ordered else None
-        superseded += [r for r in ordered[:-1] if r.id not in used]
-        used.update(unique)
-        verdicts.append(ImageVerdict(image, request, how if request else "", path, digest))
-    unmatched = [r for r in requests if r.id not in used]
-    return verdicts, unmatched, superseded
+        out.append((sorted(unique.values(), key=lambda r: (r.time, r.id)), how, path, digest))
+    return out
 
 
 def _iou_matrix(props: list[np.ndarray], finals: list[np.ndarray]) -> np.ndarray:

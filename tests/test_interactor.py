@@ -1,0 +1,285 @@
+"""The click interactor (issue 23): the mask computation on synthetic cracks with the fitted
+fixture classifier, the Nuclio face through nuclio_sdk's own Event/Context (CVAT's request
+and the answer its UI takes), bad input, the interaction log, and the yaml files."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+import nuclio_sdk
+import nuclio_sdk.test
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from defectcam.core.interact import (
+    Clicks,
+    InteractSettings,
+    erase_negatives,
+    interact,
+    select_object,
+)
+from defectcam.core.options import InteractOptions, Limits, OptionError
+from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.weights import WeightsMetadata, save_weights
+from defectcam.feedback import read_log
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from function_support import BAD_REQUESTS, environment, materialise  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+INTERACTOR_FILES = sorted((REPO / "interactors").glob("*.yaml"))
+#: The fixture classifier learnt 48 px crops: small tiles keep every window a few tiles.
+CRACK_META = dict(label="crack", tile_size=64, tile_overlap=16, iterations=0,
+                  cam_threshold=0.3, closing_size=3, min_area=8,
+                  refinement={"evidence": "dark-lines", "dilation": 8, "kernel_px": 15,
+                              "k": 1.5})
+
+
+def crack_scene(width: int = 400, height: int = 96) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """Concrete with a long horizontal crack (row ~30, the whole width) and a short one
+    (rows ~70, columns 40-110) well apart: (image, long crack mask, short crack mask)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(150, 6, (height, width))
+    image = np.repeat(np.clip(base, 0, 255)[:, :, None], 3, axis=2).astype(np.uint8)
+    long_crack = np.zeros((height, width), bool)
+    for x in range(width):
+        y = int(30 + 4 * np.sin(x / 25))
+        long_crack[y : y + 3, x] = True
+    short_crack = np.zeros((height, width), bool)
+    short_crack[70:73, 40:110] = True
+    image[long_crack | short_crack] = 50
+    return image, long_crack, short_crack
+
+
+@pytest.fixture(scope="module")
+def crack_predictor(fitted_crack_model) -> DefectMapPredictor:
+    return DefectMapPredictor(fitted_crack_model, WeightsMetadata(**CRACK_META), "cpu",
+                              precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def crack_weights(tmp_path_factory, fitted_crack_model) -> Path:
+    """The fitted fixture classifier as the only weights of a function (a crack
+    interactor, as interactors/crack.yaml deploys one)."""
+    folder = tmp_path_factory.mktemp("interactor-weights")
+    save_weights(fitted_crack_model, WeightsMetadata(**CRACK_META), folder / "crack.safetensors")
+    return folder
+
+
+# --------------------------------------------------------------------------- the mask
+
+
+def test_a_click_follows_its_crack_past_the_window_and_leaves_the_other(crack_predictor):
+    image, long_crack, short_crack = crack_scene()
+    y = int(np.nonzero(long_crack[:, 60])[0].mean())
+    result = interact(crack_predictor, image, Clicks(((60.0, float(y)),)))
+    mask = result.full_mask(*long_crack.shape)
+    assert result.source == "model"
+    assert result.windows > 1  # the first window (64 px) is far shorter than the crack
+    assert mask[:, 300:].any(), "the answer stops near the first window"
+    near = np.zeros_like(long_crack)
+    near[max(0, y - 8) : y + 12] = True
+    recall = (mask & long_crack).sum() / long_crack.sum()
+    assert recall > 0.6, recall
+    assert (mask & ~near).sum() <= 0.05 * mask.sum()  # on the crack's band only
+    assert not (mask & short_crack).any()
+
+
+def test_a_click_off_any_evidence_still_gets_an_answer(crack_predictor):
+    image, long_crack, short_crack = crack_scene()
+    result = interact(crack_predictor, image, Clicks(((300.0, 85.0),)))
+    mask = result.full_mask(*image.shape[:2])
+    assert result.area > 0
+    ys, xs = np.nonzero(mask)  # next to the click (a disc, or the noise's darkest speck)
+    assert np.hypot(xs - 300, ys - 85).min() <= 18
+    assert not (mask & (long_crack | short_crack)).any()
+
+
+def test_points_outside_the_frame_are_refused_by_name():
+    options = InteractOptions.from_body({"pos_points": [[10, 10]], "neg_points": [[500, 3]]})
+    with pytest.raises(OptionError) as caught:
+        options.check_frame(400, 96)
+    assert caught.value.key == "neg_points" and "400 x 96" in caught.value.message
+
+
+def test_select_object_takes_the_clicked_blob_and_negatives_erase_locally():
+    candidates = np.zeros((60, 200), bool)
+    candidates[10:20, 10:190] = True  # a long bar
+    candidates[40:50, 10:30] = True  # another object
+    settings = InteractSettings(snap_px=4, group_px=2, erase_px=20)
+    obj = select_object(candidates, [(15, 15)], (), settings)
+    assert obj[15, 180] and not obj[45, 15]
+    erased = erase_negatives(obj, [(15, 15)], [(100, 15)], settings)
+    assert erased[15, 15] and not erased[15, 100]
+    # the far end is cut off by the eraser and no longer reached by the positive click
+    assert not erased[15, 180]
+    assert erased[15, 60]  # the positive side up to the eraser stays
+    assert select_object(candidates, [(100, 55)], (), settings) is None  # nothing near
+
+
+# --------------------------------------------------------------------------- the face
+
+
+@pytest.fixture(scope="module")
+def interactor(tmp_path_factory, crack_weights):
+    """(interactor_main module, platform, log path), init_context run once."""
+    log_db = tmp_path_factory.mktemp("interactor-log") / "log.sqlite"
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import interactor_main
+
+    with environment(DEFECTCAM_WEIGHTS=str(crack_weights / "crack.safetensors"),
+                     DEFECTCAM_DEVICE="cpu", DEFECTCAM_LOG_DB=str(log_db),
+                     DEFECTCAM_MAX_PIXELS="4000000"):
+        platform = nuclio_sdk.test.Platform()
+        platform.call_handler(interactor_main.handler, nuclio_sdk.Event(body={}))
+    return interactor_main, platform, log_db
+
+
+def call(interactor, body) -> tuple[int, dict]:
+    module, platform, _ = interactor
+    response = platform.call_handler(module.handler, nuclio_sdk.Event(body=body))
+    assert response.content_type == "application/json"
+    return response.status_code, json.loads(response.body)
+
+
+def scene_b64() -> tuple[str, np.ndarray]:
+    image, long_crack, _ = crack_scene()
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode(), long_crack
+
+
+def test_cvat_request_gets_the_answer_cvat_ui_takes_and_is_logged(interactor):
+    image, long_crack = scene_b64()
+    y = float(np.nonzero(long_crack[:, 200])[0].mean())
+    # exactly what CVAT's lambda_manager sends an interactor
+    body = {"image": image, "pos_points": [[200, y]], "neg_points": [], "obj_bbox": None}
+    status, answer = call(interactor, body)
+    assert status == 200, answer
+    assert set(answer) == {"mask", "bounds", "points"}
+    x1, y1, x2, y2 = answer["bounds"]
+    mask = np.asarray(answer["mask"])
+    # cvat-ui: rle = mask2Rle(mask.flat()) + bounds, the bounds inclusive
+    assert mask.shape == (y2 - y1 + 1, x2 - x1 + 1)
+    assert set(np.unique(mask)) <= {0, 1} and mask.any()
+    assert 0 <= x1 <= x2 < 400 and 0 <= y1 <= y2 < 96
+    full = np.zeros((96, 400), bool)
+    full[y1 : y2 + 1, x1 : x2 + 1] = mask > 0
+    assert (full & long_crack).sum() > 0.5 * long_crack.sum()
+    points = np.asarray(answer["points"])
+    assert points.ndim == 2 and points.shape[1] == 2 and len(points) >= 3
+    assert (points[:, 0] >= x1 - 1).all() and (points[:, 0] <= x2 + 1).all()
+
+    logged = [r for r in read_log(interactor[2]) if r.is_interaction]
+    assert logged, "the interaction is not in the log"
+    request = logged[-1]
+    assert request.params["label"] == "crack"
+    assert request.params["pos_points"] == [[200.0, y]]
+    assert request.params["neg_points"] == []
+    (proposal,) = request.proposals
+    assert proposal.kind == "mask" and proposal.label == "crack"
+    assert (proposal.region(96, 400) == full).all()
+
+
+def test_negative_point_shrinks_the_answer(interactor):
+    image, long_crack = scene_b64()
+    y = float(np.nonzero(long_crack[:, 200])[0].mean())
+    y_neg = float(np.nonzero(long_crack[:, 330])[0].mean())
+    _, one = call(interactor, {"image": image, "pos_points": [[200, y]], "neg_points": []})
+    status, two = call(interactor, {"image": image, "pos_points": [[200, y]],
+                                    "neg_points": [[330, y_neg]]})
+    assert status == 200
+    assert two["bounds"][2] < one["bounds"][2]  # the crack beyond the negative is left out
+    assert two["bounds"][0] <= 200 <= two["bounds"][2]
+
+
+BAD_INTERACTIONS = [
+    ({"image": "SCENE"}, "pos_points", "missing 'pos_points'"),
+    ({"image": "SCENE", "pos_points": []}, "pos_points", "'pos_points' is empty"),
+    ({"image": "SCENE", "pos_points": "10,10"}, "pos_points", "list of [x, y] points"),
+    ({"image": "SCENE", "pos_points": [[10, "a"]]}, "pos_points", "number pairs"),
+    ({"image": "SCENE", "pos_points": [[401, 10]]}, "pos_points",
+     "'pos_points' point [401, 10] is outside the 400 x 96 frame"),
+    ({"image": "SCENE", "pos_points": [[10, 10]], "neg_points": [[-1, 5]]}, "neg_points",
+     "outside the 400 x 96 frame"),
+    ({"image": "SCENE", "pos_points": [[10, 10]], "label": "rust"}, "label",
+     "label 'rust' has no weights in this function; it answers ['crack']"),
+    ({"image": "SCENE", "pos_points": [[10, 10]], "obj_bbox": [[5, 5]]}, "obj_bbox",
+     "'obj_bbox' must be null or [[x1, y1], [x2, y2]]"),
+    ({"image": "SCENE", "pos_points": [[10, 10]], "iterations": 99}, "iterations",
+     "'iterations' must be between 0 and"),
+    ({"pos_points": [[10, 10]]}, "image", "missing 'image'"),
+]
+
+
+@pytest.mark.parametrize(("body", "key", "message"), BAD_INTERACTIONS)
+def test_bad_input_is_a_400_naming_the_key(interactor, body, key, message):
+    image, _ = scene_b64()
+    body = {k: (image if v == "SCENE" else v) for k, v in body.items()}
+    status, answer = call(interactor, body)
+    assert status == 400, answer
+    assert answer["key"] == key
+    assert message in answer["error"]
+
+
+def test_transport_errors_and_the_worker_keeps_serving(interactor):
+    for body, status, message in BAD_REQUESTS[:7]:
+        got, answer = call(interactor, materialise(body))
+        assert got == status and message in answer["error"]
+    image, long_crack = scene_b64()
+    y = float(np.nonzero(long_crack[:, 100])[0].mean())
+    status, answer = call(interactor, {"image": image, "pos_points": [[100, y]]})
+    assert status == 200 and np.asarray(answer["mask"]).any()
+
+
+def test_options_contract_limits_and_label():
+    limits = Limits(labels=("crack",), max_iterations=2)
+    options = InteractOptions.from_body({"pos_points": [[1, 2]], "obj_bbox": [[0, 0], [5, 6]],
+                                         "iterations": 1, "name": "a.jpg"}, limits)
+    assert options.pos_points == ((1.0, 2.0),) and options.obj_bbox == (0.0, 0.0, 5.0, 6.0)
+    assert options.to_log()["obj_bbox"] == [0.0, 0.0, 5.0, 6.0]
+    with pytest.raises(OptionError, match="between 0 and 2"):
+        InteractOptions.from_body({"pos_points": [[1, 2]], "iterations": 3}, limits)
+    with pytest.raises(OptionError, match="at most 100"):
+        InteractOptions.from_body({"pos_points": [[1, 2]] * 101}, limits)
+
+
+# --------------------------------------------------------------------------- yaml files
+
+
+def test_one_interactor_per_defect_as_cvat_reads_them():
+    assert [p.name for p in INTERACTOR_FILES] == [
+        "crack-gpu.yaml", "crack.yaml", "rust-gpu.yaml", "rust.yaml", "spalling-gpu.yaml",
+        "spalling.yaml"]
+    names = set()
+    for path in INTERACTOR_FILES:
+        data = yaml.safe_load(path.read_text())
+        defect = path.stem.removesuffix("-gpu")
+        gpu = path.stem.endswith("-gpu")
+        meta = data["metadata"]["annotations"]
+        assert meta["type"] == "interactor" and int(meta["version"]) == 2
+        assert int(meta["min_pos_points"]) == 1 and int(meta["min_neg_points"]) == 0
+        assert meta["name"] == f"defectcam {defect} (click)" and meta["help_message"]
+        assert data["metadata"]["name"] == f"defectcam-{defect}-click-{'gpu' if gpu else 'cpu'}"
+        names.add(data["metadata"]["name"])
+        assert data["spec"]["description"] and data["spec"]["handler"] == \
+            "interactor_main:handler"
+        env = {e["name"]: str(e["value"]) for e in data["spec"]["env"]}
+        assert env["DEFECTCAM_WEIGHTS"] == f"/opt/defectcam/weights/{defect}.safetensors"
+        assert env["DEFECTCAM_DEVICE"] == ("cuda" if gpu else "cpu")
+        assert ("resources" in data["spec"]) == gpu
+        assert data["spec"]["build"]["baseImage"] == f"defectcam-base:{'gpu' if gpu else 'cpu'}"
+    assert len(names) == 6
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import interactor_main  # the handler module the yaml files name
+
+    assert callable(interactor_main.handler) and callable(interactor_main.init_context)
