@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -161,23 +160,22 @@ def main() -> int:
         return work / f"round{k}" / f"{d}.safetensors"
 
     def train_round(k: int, masks: list[Path], clicks: list[Path], start: Path) -> None:
-        if model(k).is_file() and not (work / f"round{k}" /
-                                       f"{d}.checkpoint.safetensors").is_file():
-            return
-        began = time.time()
-        defectcam("train", "--defect", d, "--clicks", *map(str, clicks), "--masks",
-                  *map(str, masks), "--resume", str(start), "--out", str(model(k)),
-                  *train_options, log=log)
         ckpt = work / f"round{k}" / f"{d}.checkpoint.safetensors"
+        if not model(k).is_file() or ckpt.is_file():  # not yet trained, or interrupted
+            defectcam("train", "--defect", d, "--clicks", *map(str, clicks), "--masks",
+                      *map(str, masks), "--resume", str(start), "--out", str(model(k)),
+                      *train_options, log=log)
+            # kept beside the weights, renamed: a finished round is not resumed again
+            for suffix in (".safetensors", ".json"):
+                ckpt.with_suffix(suffix).rename(
+                    ckpt.with_name(f"{d}.finished-checkpoint{suffix}"))
         meta = json.loads(model(k).with_suffix(".json").read_text())
         rounds.setdefault(str(k), {})["training"] = {
-            "seconds": meta["training"].get("seconds"), "wall": round(time.time() - began),
+            "seconds": meta["training"].get("seconds"),
             "best_epoch": meta["training"].get("best_epoch"),
             "steps": meta["training"].get("steps"),
             "crops_seen": meta["training"].get("crops_seen"),
             "held_apart": meta["metrics"].get("val_pixels")}
-        ckpt.rename(ckpt.with_name(f"{d}.finished-checkpoint.safetensors"))
-        ckpt.with_suffix(".json").rename(ckpt.with_name(f"{d}.finished-checkpoint.json"))
 
     def validate(k: int) -> None:
         out = work / f"round{k}" / "val"

@@ -94,11 +94,26 @@ def _split_runs(runs: dict) -> tuple[dict | None, dict | None]:
     return model, base
 
 
+ROUNDS_HEADING = "## The annotation loop, round by round"
+
+
+def rounds_section(loop: Path) -> list[str]:
+    """The card's last section: what a round is, and the table of rounds."""
+    return [f"{ROUNDS_HEADING} (`scripts/annotation_rounds.py`)", "",
+            "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
+            "Round k: the round k-1 model proposed on batch k (its saving there is the "
+            "team's), the finished batch and the feedback clicks trained round k. "
+            "Validation: `defectcam evaluate --split val --limit 60 --other-sources 10 "
+            "--max-side 1024`, the learning-free baseline in the same run. These models are "
+            "not shipped yet (the shipped weights are the click stage above).", "",
+            *rounds_rows(loop), ""]
+
+
 def rounds_rows(loop: Path) -> list[str]:
     """The annotation loop per defect and round (``scripts/annotation_rounds.py`` writes
     ``<loop>/<defect>/rounds.json``): the round's model on validation beside the
     learning-free baseline, its training time, and the proposing model on its own batch."""
-    rows = ["| defect | round | training min (best epoch), crops/s | held-apart pixel IoU | "
+    rows = ["| defect | round | min to the best epoch (epoch), crops/s | held-apart pixel IoU | "
             "val pixel IoU model / baseline | val FP/img | val Eq. 3 | val edit-cost | "
             "batch k by round k-1: Eq. 3 / edit-cost |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -128,7 +143,9 @@ def rounds_rows(loop: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=REPO / "weights")
-    parser.add_argument("--eval", type=Path, nargs="+", required=True)
+    parser.add_argument("--eval", type=Path, nargs="+", default=None,
+                        help="evaluation reports of the shipped weights (default: keep the "
+                             "card's sections and only rewrite its table of rounds)")
     parser.add_argument("--intro", type=Path, default=REPO / "docs" / "model_card_intro.md")
     parser.add_argument("--experiments", type=Path,
                         default=REPO / "docs" / "model_card_experiments.md",
@@ -137,21 +154,24 @@ def main() -> None:
                         help="the annotation loop's folder (scripts/annotation_rounds.py "
                              "--work), for its table of rounds")
     args = parser.parse_args()
+    card = args.weights / "README.md"
+    if args.eval is None:
+        if args.rounds is None:
+            parser.error("pass --eval reports, --rounds, or both")
+        kept = card.read_text().split(ROUNDS_HEADING)[0].rstrip()
+        card.write_text(kept + "\n\n" + "\n".join(rounds_section(args.rounds)) + "\n")
+        print(f"wrote the rounds of {card}")
+        return
     quality, notes = quality_rows(args.eval)
     text = [args.intro.read_text().rstrip(), "", "## Training (from the weights' metadata)", "",
             *training_rows(args.weights), "",
             "## Proposal quality on the validation splits (`defectcam evaluate`)", "",
             *quality, "", "Runs:", *notes, ""]
-    if args.rounds is not None:
-        text += ["## The annotation loop, round by round (`scripts/annotation_rounds.py`)", "",
-                 "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
-                 "Round k: the round k-1 model proposed on batch k (its saving there is the "
-                 "team's), the finished batch and the feedback clicks trained round k. "
-                 "Validation: `defectcam evaluate --split val`, the learning-free baseline in "
-                 "the same run.", "", *rounds_rows(args.rounds), ""]
     if args.experiments.is_file():
         text += [args.experiments.read_text().rstrip(), ""]
-    (args.weights / "README.md").write_text("\n".join(text) + "\n")
+    if args.rounds is not None:
+        text += rounds_section(args.rounds)
+    card.write_text("\n".join(text) + "\n")
     print(f"wrote {args.weights / 'README.md'}")
 
 
