@@ -21,7 +21,7 @@ from defectcam.core.weights import (
     load_weights,
     save_weights,
 )
-from defectcam.data.crops import ClickCropDataset, at_working_scale, build_crop_set
+from defectcam.data.crops import ClickCropDataset, CropSet, at_working_scale, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
 from defectcam.data.image_roots import ImageRoots
 from defectcam.training.calibrate import calibrate_cam_scale
@@ -129,6 +129,21 @@ def candidate_path(out: Path) -> Path:
     return out.parent / "candidate" / out.name
 
 
+def split_crops(crops: CropSet, holdout: float, max_holdout_crops: int, seed: int
+                ) -> tuple[Subset, Subset]:
+    """(crops to fit, augmented; held-apart crops) split by image (:func:`holdout_split`),
+    at most ``max_holdout_crops`` held apart (a seeded sample; 0: all)."""
+    fit_names, val_names = holdout_split(crops.names, holdout, seed)
+    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
+    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
+    if max_holdout_crops and len(val_idx) > max_holdout_crops:
+        rng = np.random.default_rng(seed)
+        val_idx = sorted(rng.choice(val_idx, max_holdout_crops, replace=False).tolist())
+    train_set = Subset(ClickCropDataset(crops, augment=True, seed=seed, layout="hwc"), fit_idx)
+    train_set.set_epoch = train_set.dataset.set_epoch  # keep per-epoch augmentation seeding
+    return train_set, Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
+
+
 def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     """Run ``job``; ``report`` gets one line before training and the notes. Returns the
     summary (weights path, best validation F1 and epoch, CAM scale, seconds, device), or
@@ -165,16 +180,8 @@ def train_from_clicks(job: ClickTraining, report=print) -> dict | None:
     crops = build_crop_set(clicks, roots, crop_size=job.crop_size,
                            crops_per_click=job.crops_per_click, seed=job.seed,
                            load_image=load_image)
-    fit_names, val_names = holdout_split(crops.names, job.holdout, job.seed)
-    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
-    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
-    if job.max_holdout_crops and len(val_idx) > job.max_holdout_crops:
-        rng = np.random.default_rng(job.seed)
-        val_idx = sorted(rng.choice(val_idx, job.max_holdout_crops, replace=False).tolist())
-    train_set = Subset(ClickCropDataset(crops, augment=True, seed=job.seed, layout="hwc"),
-                       fit_idx)
-    train_set.set_epoch = train_set.dataset.set_epoch  # keep per-epoch augmentation seeding
-    val_set = Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
+    train_set, val_set = split_crops(crops, job.holdout, job.max_holdout_crops, job.seed)
+    fit_idx, val_idx = train_set.indices, val_set.indices
     out = job.out / f"{job.defect}.safetensors" if job.out.suffix == "" else job.out
     labels = crops.labels
     metadata = WeightsMetadata(label=job.defect, tile_size=job.tile_size,

@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from torch.utils.data import Subset
-
 from defectcam.core.labels import NEGATIVE_LABEL
 from defectcam.core.weights import WeightsMetadata, read_metadata
-from defectcam.data.crops import ClickCropDataset, at_working_scale, build_crop_set
+from defectcam.data.crops import at_working_scale, build_crop_set
 from defectcam.data.cvat_xml import clicks_from_annotations, read_cvat_xml
-from defectcam.training.pipeline import holdout_split
+from defectcam.training.pipeline import split_crops
 from defectcam.training.pixel_loop import PixelConfig, train_pixels
 from defectcam.training.pseudo_masks import mask_loader
 
@@ -71,16 +68,8 @@ def train_pixels_from_clicks(job: PixelTraining, report=print) -> dict:
     crops = build_crop_set(clicks, job.images, crop_size=job.crop_size,
                            crops_per_click=job.crops_per_click, seed=job.seed,
                            load_image=load_image, load_mask=mask_loader(job.masks))
-    fit_names, val_names = holdout_split(crops.names, job.holdout, job.seed)
-    fit_idx = [i for i, n in enumerate(crops.names) if n in fit_names]
-    val_idx = [i for i, n in enumerate(crops.names) if n in val_names]
-    if job.max_holdout_crops and len(val_idx) > job.max_holdout_crops:
-        rng = np.random.default_rng(job.seed)
-        val_idx = sorted(rng.choice(val_idx, job.max_holdout_crops, replace=False).tolist())
-    train_set = Subset(ClickCropDataset(crops, augment=True, seed=job.seed, layout="hwc"),
-                       fit_idx)
-    train_set.set_epoch = train_set.dataset.set_epoch
-    val_set = Subset(ClickCropDataset(crops, augment=False, layout="hwc"), val_idx)
+    train_set, val_set = split_crops(crops, job.holdout, job.max_holdout_crops, job.seed)
+    fit_idx, val_idx = train_set.indices, val_set.indices
     out = job.out / f"{job.defect}.safetensors" if job.out.suffix == "" else job.out
     metadata = pixel_metadata(start, job)
     certain = crops.masks != 255
