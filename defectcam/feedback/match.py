@@ -301,3 +301,12 @@ def kept_by_label(verdict: ImageVerdict,
             for x, y in np.asarray(shape.points, dtype=float).reshape(-1, 2):
                 mask[int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))] = True
     return out
+
+
+def kept_region(verdict: ImageVerdict, negative_label: str = NEGATIVE_LABEL) -> np.ndarray:
+    """Every defect the image keeps after review, whatever its label (see
+    :func:`kept_by_label`)."""
+    out = np.zeros((verdict.image.height, verdict.image.width), dtype=bool)
+    for mask in kept_by_label(verdict, negative_label).values():
+        out |= mask
+    return out
