@@ -2,7 +2,7 @@
 
 As thin as CVAT's own functions: the settings come from the environment
 (``defectcam/config.py``), ``ModelHandler`` answers a request body with CVAT shapes, and
-``defectcam/nuclio.py`` maps errors to status codes. The request keys, bounds and defaults
+``defectcam/faces/nuclio.py`` maps errors to status codes. The request keys, bounds and defaults
 are the request contract's (``defectcam/core/options.py``); ``defectcam serve`` imports this
 module and runs the same handler over plain HTTP.
 """
@@ -11,7 +11,7 @@ import json
 
 from defectcam.config import DEVICE_ENV, Settings
 from defectcam.core.device import resolve_device
-from defectcam.nuclio import error_answer
+from defectcam.faces.nuclio import error_answer
 from model_handler import ModelHandler
 
 

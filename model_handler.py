@@ -5,8 +5,8 @@ import time
 
 from defectcam.config import MAX_PIXELS_ENV, Settings
 from defectcam.core.image_io import decode_base64, decode_image
-from defectcam.nuclio import read_request
-from defectcam.service import ProposalService
+from defectcam.faces.nuclio import read_request
+from defectcam.serving.service import ProposalService
 
 
 class ModelHandler:

@@ -94,7 +94,7 @@ def measure(body_path: Path, mode: str, tiles: int, deadline: float) -> dict:
     from defectcam.config import Settings
     from defectcam.core.image_io import decode_base64, decode_image
     from defectcam.core.options import ProposeOptions
-    from defectcam.service import ProposalService
+    from defectcam.serving.service import ProposalService
 
     settings = Settings(weights=REPO / "weights", device="cpu", log_db=None,
                         deadline=deadline if mode == "deadline" else None)

@@ -25,7 +25,7 @@ from report import machine, write_section  # benchmarks/report.py (the script's 
 
 from defectcam.core.cvat import proposal_to_cvat_shape
 from defectcam.core.postprocess import mask_to_proposals
-from defectcam.interaction_log import ProposalLog, log_proposals
+from defectcam.serving.interaction_log import ProposalLog, log_proposals
 
 
 def crack_like_proposals(count: int, seed: int = 0):

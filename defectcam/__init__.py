@@ -46,8 +46,8 @@ _API = {
     "proposals_to_cvat_shapes": "defectcam.core.cvat",
     "LABEL_NAMES": "defectcam.core.labels",
     # the service and its settings
-    "ProposalService": "defectcam.service",
-    "Answer": "defectcam.service",
+    "ProposalService": "defectcam.serving.service",
+    "Answer": "defectcam.serving.service",
     "Settings": "defectcam.config",
     "ConfigError": "defectcam.config",
 }

@@ -19,7 +19,7 @@ from defectcam import __version__
 #: ``defectcam --help`` stays fast and one broken optional dependency breaks one command only.
 COMMANDS = {
     "propose": "defectcam.commands.propose",
-    "serve": "defectcam.serve",
+    "serve": "defectcam.commands.serve",
     "simulate": "defectcam.commands.train",
     "train": "defectcam.commands.train",
     "evaluate": "defectcam.commands.evaluate",

@@ -114,7 +114,7 @@ def fixed_proposer() -> FixedProposer:
 def fixed_service(fixed_proposer):
     """A real ProposalService around the fixed proposer (no interaction log)."""
     from defectcam.config import Settings
-    from defectcam.service import ProposalService
+    from defectcam.serving.service import ProposalService
 
     return ProposalService(fixed_proposer, Settings(log_db=None))
 
@@ -191,8 +191,8 @@ def http_server(tmp_path_factory, untrained_weights):
                DEFECTCAM_LOG_DB=str(tmp / "log.sqlite"),
                PYTHONPATH=str(REPO))
     log = tmp / "stderr.log"
-    command = [sys.executable, "-m", "defectcam.serve", "--host", "127.0.0.1", "--port", "0",
-               "--workers", "2", "--function-dir", str(REPO),
+    command = [sys.executable, "-m", "defectcam.commands.serve", "--host", "127.0.0.1",
+               "--port", "0", "--workers", "2", "--function-dir", str(REPO),
                "--max-body-bytes", str(SERVER_MAX_BODY), "--worker-timeout", "120"]
     with open(log, "wb") as err:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, env=env,

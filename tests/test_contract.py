@@ -34,9 +34,9 @@ from defectcam.core.labels import DEFECT_LABELS
 from defectcam.core.options import OptionError, ProposeOptions
 from defectcam.core.proposer import DefectProposer
 from defectcam.cvat_function import CVAT_SDK
+from defectcam.faces.nuclio import BODY
 from defectcam.feedback import read_log
-from defectcam.nuclio import BODY
-from defectcam.service import ProposalService
+from defectcam.serving.service import ProposalService
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import environment, import_main  # noqa: E402

@@ -160,7 +160,7 @@ def test_no_parameters_uses_env_weights(weights, monkeypatch) -> None:
 
 
 def test_function_file_route(weights) -> None:
-    """`--function-file defectcam/cvat_function.py` loads the same function."""
+    """`--function-file defectcam/faces/cvat_function.py` loads the same function."""
     loader = FunctionLoader(None, Path(cf.__file__), {"weights": str(weights), "labels": "rust"})
     function = loader.load()
     assert [(s.id, s.name, s.type) for s in function.spec.labels] == [(3, "rust", "mask")]

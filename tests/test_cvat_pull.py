@@ -24,7 +24,7 @@ from defectcam.data.cvat_xml import (
     write_cvat_xml,
 )
 from defectcam.feedback.cvat_client import CvatError, cvat_connection, parse_version, pull_task
-from defectcam.interaction_log import ProposalLog, log_proposals
+from defectcam.serving.interaction_log import ProposalLog, log_proposals
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cvat_server import PASSWORD, TOKEN, USER, FakeCvat  # noqa: E402

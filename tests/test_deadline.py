@@ -18,7 +18,8 @@ from defectcam.core.postprocess import mask_to_proposals
 from defectcam.core.predictor import DefectMapPredictor, MapParts
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.weights import WeightsMetadata
-from defectcam.deadline import (
+from defectcam.feedback import read_log
+from defectcam.serving.deadline import (
     DRIFT_BOUND,
     MIN_LEARN_PIXELS,
     POST_SIDES,
@@ -32,7 +33,6 @@ from defectcam.deadline import (
     reserve_for,
     survey_order,
 )
-from defectcam.feedback import read_log
 from tests.function_support import (
     call_function,
     captured_log,

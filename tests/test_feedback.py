@@ -36,7 +36,7 @@ from defectcam.data.cvat_xml import (
 )
 from defectcam.feedback.cvat_client import cvat_connection
 from defectcam.feedback.match import match_feedback, shape_region
-from defectcam.interaction_log import ProposalLog, log_proposals, read_log
+from defectcam.serving.interaction_log import ProposalLog, log_proposals, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import file_b64, import_main  # noqa: E402

@@ -26,7 +26,7 @@ from defectcam.data.cvat_xml import (
 from defectcam.data.image_roots import ImageNotFoundError, ImageRoots
 from defectcam.feedback.clicks import box_click
 from defectcam.feedback.match import shape_region
-from defectcam.interaction_log import ProposalLog, log_proposals, read_log
+from defectcam.serving.interaction_log import ProposalLog, log_proposals, read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import call_function, file_b64, start_function  # noqa: E402

@@ -20,7 +20,7 @@ from defectcam.data.cvat_xml import (
     read_cvat_xml,
     write_cvat_xml,
 )
-from defectcam.interaction_log import INTERACTION_KIND, ProposalLog, log_proposals, read_log
+from defectcam.serving.interaction_log import INTERACTION_KIND, ProposalLog, log_proposals, read_log
 
 WIDTH, HEIGHT = 160, 120
 

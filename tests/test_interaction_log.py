@@ -17,7 +17,7 @@ from defectcam.config import LOG_DB_ENV
 from defectcam.config import log_path as log_path_from_env
 from defectcam.core.cvat import proposal_to_cvat_shape
 from defectcam.core.postprocess import mask_to_proposals
-from defectcam.interaction_log import SCHEMA_VERSION, ProposalLog, log_proposals, read_log
+from defectcam.serving.interaction_log import SCHEMA_VERSION, ProposalLog, log_proposals, read_log
 
 SHA = "ab" * 32
 

@@ -44,7 +44,7 @@ from defectcam.core.options import (
     check_limits,
 )
 from defectcam.cvat_function import CVAT_SDK, options_for_frame, options_from_parameters
-from defectcam.nuclio import BODY, options_from_body, read_body, read_request
+from defectcam.faces.nuclio import BODY, options_from_body, read_body, read_request
 
 #: (option, value, the message's text after the key) -- each face's key goes in front.
 INVALID = [

@@ -38,7 +38,7 @@ from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
 from defectcam.data.crops import at_working_scale
 from defectcam.data.cvat_xml import ImageClicks
-from defectcam.nuclio import options_from_body
+from defectcam.faces.nuclio import options_from_body
 from tests.helpers import concrete_texture, draw_crack, rust_export, save_untrained
 from tests.test_engine import crack_scene
 

@@ -28,7 +28,7 @@ from defectcam.feedback.cvat_client import (
     pull_task,
 )
 from defectcam.feedback.match import ACCEPT_IOU, MODIFY_IOU, match_feedback
-from defectcam.interaction_log import read_log
+from defectcam.serving.interaction_log import read_log
 
 CLICKS_FILE = "feedback-clicks.xml"
 REPORT_FILE = "feedback-report.json"

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     from defectcam.core.overlay import draw_proposals, heatmap, write_rgb
     from defectcam.core.weights import WeightsError
-    from defectcam.service import ProposalService
+    from defectcam.serving.service import ProposalService
 
     try:
         service = ProposalService.from_settings(settings, tile_batch=args.tile_batch)

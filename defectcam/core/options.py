@@ -7,7 +7,7 @@ reach it), ``iterations`` (AdvCAM steps, 0..32; the weights'), ``cam_threshold``
 binarisation, (0, 1); the weights'), ``labels`` (known labels; all), ``output`` (polygon or
 mask), ``screen`` (bool; the weights' ``screen_threshold``) and ``name`` (the file's name).
 An operator's :class:`Limits` cap the iterations and preset defaults for keys a request
-leaves out. Each face maps its own spelling onto these names (``defectcam.nuclio``,
+leaves out. Each face maps its own spelling onto these names (``defectcam.faces.nuclio``,
 ``defectcam.cvat_function``, ``defectcam.commands.propose``).
 """
 

@@ -265,7 +265,7 @@ class DefectProposer:
             min_confidence: drop proposals below this confidence (CVAT's ``threshold``).
             progress: called with the number of tiles done after each tile batch.
             planner: decides which tiles run at how many steps and the proposals' size (a
-                deadline, ``defectcam.deadline``); ``None``: everything as asked.
+                deadline, ``defectcam.serving.deadline``); ``None``: everything as asked.
 
         Returns:
             The proposals, each defect's map and each defect's seconds.

@@ -1,7 +1,7 @@
 """The loop around the annotator (method.md section 7): log proposals, read CVAT's verdict,
 turn it into new clicks."""
 
-from defectcam.interaction_log import (
+from defectcam.serving.interaction_log import (
     LoggedProposal,
     LoggedRequest,
     ProposalLog,

@@ -41,7 +41,7 @@ from defectcam.feedback.match import (
     requests_by_image,
     shape_region,
 )
-from defectcam.interaction_log import LoggedRequest
+from defectcam.serving.interaction_log import LoggedRequest
 
 
 @dataclass

@@ -39,7 +39,7 @@ import numpy as np
 from defectcam.data import NEGATIVE_LABEL
 from defectcam.data.cvat_xml import CvatAnnotations, CvatImage, CvatShape, shape_region
 from defectcam.data.image_roots import ImageRoots
-from defectcam.interaction_log import LoggedProposal, LoggedRequest
+from defectcam.serving.interaction_log import LoggedProposal, LoggedRequest
 
 ACCEPT_IOU = 0.95
 MODIFY_IOU = 0.3

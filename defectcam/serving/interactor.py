@@ -13,7 +13,7 @@ annotator picked in its panel. So each defect is deployed as its own interactor
 ``label`` (other clients); without one, a function with one classifier uses it, and
 ``DEFECTCAM_LABELS`` naming exactly one label chooses among several.
 
-One service per worker; not thread-safe (as :class:`defectcam.service.ProposalService`).
+One service per worker; not thread-safe (as :class:`defectcam.serving.service.ProposalService`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,13 @@ from defectcam.core.interact import Clicks, InteractResult, InteractSettings, in
 from defectcam.core.options import InteractOptions, Limits, OptionError
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer
-from defectcam.interaction_log import INTERACTION_KIND, ProposalLog, log_proposals, model_version_of
-from defectcam.service import check_spec_labels, info_line
+from defectcam.serving.interaction_log import (
+    INTERACTION_KIND,
+    ProposalLog,
+    log_proposals,
+    model_version_of,
+)
+from defectcam.serving.service import check_spec_labels, info_line
 
 
 @dataclass

@@ -7,7 +7,7 @@ does for the detector. Request: CVAT's ``{"image": base64, "pos_points": [[x, y]
 add ``label``, ``iterations``, ``cam_threshold`` and ``name`` (``InteractOptions``). Answer:
 200 with ``{"mask": rows of 0/1, "bounds": [x1, y1, x2, y2], "points": [[x, y], ...]}``;
 bad input 400 (413 beyond the pixel limit) with ``{"error": ..., "key": ...}`` and one warning
-line, as the detector's face answers (:func:`defectcam.nuclio.error_answer`).
+line, as the detector's face answers (:func:`defectcam.faces.nuclio.error_answer`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from defectcam.config import DEVICE_ENV, MAX_PIXELS_ENV, Settings
 from defectcam.core.device import resolve_device
 from defectcam.core.image_io import decode_base64, decode_image
-from defectcam.interactor import InteractorService
-from defectcam.nuclio import error_answer, read_interaction
+from defectcam.faces.nuclio import error_answer, read_interaction
+from defectcam.serving.interactor import InteractorService
 
 
 def init_context(context: Any) -> None:

@@ -13,9 +13,9 @@ the face, reaches the feedback loop. It also owns what every face must do alike 
 - a decodable frame thinner than the model's smallest side gets no proposals and one warning
   line, not an error (an error would fail CVAT's whole automatic-annotation job);
 - ``DEFECTCAM_DEADLINE``: the request is answered in time with as much of the requested work
-  as fits (the proposer's one pipeline, planned by :class:`defectcam.deadline.DeadlinePlanner`
-  with the costs this worker measures); what was cut goes to the log and into the
-  interaction log record.
+  as fits (the proposer's one pipeline, planned by
+  :class:`defectcam.serving.deadline.DeadlinePlanner` with the costs this worker measures);
+  what was cut goes to the log and into the interaction log record.
 
 One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
 its own and send it one request at a time).
@@ -39,8 +39,8 @@ from defectcam.core.options import INTERNAL, Limits, OptionError, ProposeOptions
 from defectcam.core.options import check_limits as _check_limits
 from defectcam.core.postprocess import Proposal
 from defectcam.core.proposer import DefectProposer, ProposalResult
-from defectcam.deadline import DeadlinePlanner, DeadlineReport, WorkCosts
-from defectcam.interaction_log import ProposalLog, log_proposals, model_version_of
+from defectcam.serving.deadline import DeadlinePlanner, DeadlineReport, WorkCosts
+from defectcam.serving.interaction_log import ProposalLog, log_proposals, model_version_of
 
 
 def check_spec_labels(labels: tuple[str, ...], weights: object) -> None:
