@@ -124,7 +124,8 @@ def rounds_rows(loop: Path) -> list[str]:
             trained = "-"
             if t.get("seconds"):
                 trained = (f"{t['seconds'] / 60:.0f} ({t.get('best_epoch')}), "
-                           f"{t.get('crops_seen', 0) / t['seconds']:.1f}")
+                           f"{t.get('crops_seen', 0) / t['seconds']:.1f}"
+                           + (", in progress" if t.get("in_progress") else ""))
             held = (t.get("held_apart") or {}).get("val_pixel_iou")
             model, base = _split_runs(r.get("val", {}))
             proposer, _ = _split_runs(r.get("batch_saving", {}))
@@ -158,9 +159,13 @@ def main() -> None:
     if args.eval is None:
         if args.rounds is None:
             parser.error("pass --eval reports, --rounds, or both")
-        kept = card.read_text().split(ROUNDS_HEADING)[0].rstrip()
-        card.write_text(kept + "\n\n" + "\n".join(rounds_section(args.rounds)) + "\n")
-        print(f"wrote the rounds of {card}")
+        # the generated quality sections stay; the experiment log and the rounds are rewritten
+        kept = card.read_text().split(ROUNDS_HEADING)[0]
+        if args.experiments.is_file():
+            kept = kept.split("\n## Experiments", 1)[0].rstrip() + "\n\n" + \
+                args.experiments.read_text().rstrip()
+        card.write_text(kept.rstrip() + "\n\n" + "\n".join(rounds_section(args.rounds)) + "\n")
+        print(f"wrote the experiments and rounds of {card}")
         return
     quality, notes = quality_rows(args.eval)
     text = [args.intro.read_text().rstrip(), "", "## Training (from the weights' metadata)", "",
