@@ -1,25 +1,9 @@
 """Answer within a deadline: the planner that decides what of a request fits the time.
 
-``DEFECTCAM_DEADLINE`` bounds one request below CVAT's timeout (which fails the whole
-automatic-annotation job). The service gives the proposer a :class:`DeadlinePlanner`; the
-proposer's one pipeline (tiles -> map -> proposals, ``DefectProposer.propose_detailed``)
-asks it, per defect, which tiles to run at how many AdvCAM steps and at what size to turn the
-map into proposals. The planner decides from what work costs on this worker
-(:class:`WorkCosts`, measured at start-up and learned within bounds as requests run):
-
-1. Post-processing gets its share first: the largest size (the frame's own, then a longer
-   side of 4096, 2048, 1024 px) whose estimate fits a share of the time.
-2. Tiles get the rest: the best *level* that fits (the requested steps without screening,
-   with screening, one step fewer, ..., plain Grad-CAM); when even plain Grad-CAM over every
-   tile does not fit, each defect a fair share of its tiles (a spread survey first, then
-   the neighbours of the most promising tiles), never none while there is time for a batch.
-   Before each tile batch a guard checks the time; what is left is planned again.
-3. Once every map is made, the proposals' size is chosen again from the time really left;
-   when a defect's share runs out its smaller components are left out, and a defect whose
-   turn comes after the planned end gets none (the answer goes out with what is ready).
-
-What was cut is a :class:`DeadlineReport`: the service logs it and writes it into the
-interaction log record.
+The proposer's one pipeline asks a :class:`DeadlinePlanner`, per defect, which tiles to run at
+how many AdvCAM steps and at what size to make proposals, from what work costs on this worker
+(:class:`WorkCosts`, bounded so that no frame can poison it); what was cut is a
+:class:`DeadlineReport`. The plan's order and rules: docs/architecture.md, "One proposal path".
 """
 
 from __future__ import annotations

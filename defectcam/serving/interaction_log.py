@@ -1,24 +1,9 @@
-"""The interaction log: every proposal the function answered, in SQLite (WAL mode).
+"""The interaction log: every answered request and its proposals, in SQLite (WAL mode).
 
-A serving component: the proposal service is given one and writes every answer into it; the
-feedback loop (``defectcam.feedback``) reads it.
-
-One row in ``requests`` per answered request (image identity, parameters, model version,
-time) and one row in ``proposals`` per returned shape, written in ONE transaction that is
-committed before the answer leaves the worker.
-
-Durability (measured in benchmarks/bench_log.py, documented in docs/feedback-loop.md):
-``journal_mode=WAL`` + ``synchronous=NORMAL``: a commit is in the WAL file (the OS page
-cache) when ``log_request`` returns, so a worker killed with SIGKILL right after answering
-loses nothing; only a power loss / kernel crash can drop the last few transactions (they
-were not yet fsync'ed). ``DEFECTCAM_LOG_SYNC=FULL`` fsyncs every commit instead.
-Where the log is and how it syncs: ``defectcam.config`` (``log_path``, ``log_sync``).
-
-Several Nuclio workers (processes) share one file: WAL lets readers run beside the single
-writer, and ``busy_timeout`` makes a writer wait for the lock instead of failing.
-
-Logging never breaks a request: :meth:`ProposalLog.log_request` catches every storage error,
-reports it (rate-limited) through the given logger and returns ``None``.
+The service is given one and writes each answer in one transaction committed before the answer
+leaves the worker; the feedback loop reads it. Logging never breaks a request: storage errors
+are reported (rate-limited) and the answer goes out. Durability and schema:
+docs/feedback-loop.md.
 """
 
 from __future__ import annotations

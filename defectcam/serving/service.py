@@ -1,24 +1,9 @@
 """The proposal service: what every face calls.
 
-The Nuclio function (``main.py`` / ``model_handler.py``, also behind ``defectcam serve``), the
-cvat-sdk function and agent (``defectcam.cvat_function``) and ``defectcam propose`` each turn
-their request into :class:`~defectcam.core.options.ProposeOptions` and an RGB image, and call
-:meth:`ProposalService.propose`. The service owns what they share: the proposer, the guard
-against weights whose labels the CVAT spec does not declare, the request limits, the model
-version, the confidence filter and the interaction log, so every answered proposal, whatever
-the face, reaches the feedback loop. It also owns what every face must do alike for CVAT:
-
-- the AdvCAM steps of a request that sends none: ``DEFECTCAM_ITERATIONS``, else each
-  classifier's own, both capped by ``DEFECTCAM_MAX_ITERATIONS``;
-- a decodable frame thinner than the model's smallest side gets no proposals and one warning
-  line, not an error (an error would fail CVAT's whole automatic-annotation job);
-- ``DEFECTCAM_DEADLINE``: the request is answered in time with as much of the requested work
-  as fits (the proposer's one pipeline, planned by
-  :class:`defectcam.serving.deadline.DeadlinePlanner` with the costs this worker measures);
-  what was cut goes to the log and into the interaction log record.
-
-One service per worker: it is not thread-safe (Nuclio and ``defectcam serve`` give each worker
-its own and send it one request at a time).
+Each face turns its request into :class:`~defectcam.core.options.ProposeOptions` and an RGB
+image and calls :meth:`ProposalService.propose`; the service owns what they share (the label
+guard, limits, default steps, thin frames, the deadline, the confidence filter, the
+interaction log). One service per worker: it is not thread-safe.
 """
 
 from __future__ import annotations
