@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,8 +204,6 @@ def main() -> int:
             defectcam("propose", *(str(q.image) for q in batch), "--weights", str(model(k - 1)),
                       "--out", str(proposals), "--log", str(work / "log.sqlite"),
                       "--no-progress", log=log)
-            import cv2
-
             sizes = {}
             for q in batch:
                 h, w = cv2.imread(str(q.image), cv2.IMREAD_UNCHANGED).shape[:2]

@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the classifier (file, or folder holding <defect>.safetensors)")
     p.add_argument("--clicks", type=Path, nargs="+", required=True,
                    help="CVAT for images 1.1 click export(s)")
-    p.add_argument("--images", type=Path, required=True,
-                   help="folder the exports' image names are relative to")
+    p.add_argument("--images", type=Path, nargs="+", required=True,
+                   help="folder(s) the exports' image names are relative to (each image "
+                        "found by its path or content hash)")
     p.add_argument("--out", type=Path, required=True, help="mask folder (cache)")
     p.add_argument("--negative-label", default=NEGATIVE_LABEL, help="negative clicks' label")
     p.add_argument("--iterations", type=int, default=defaults["iterations"],

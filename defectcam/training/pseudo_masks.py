@@ -21,8 +21,9 @@ import numpy as np
 
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.refine import disc
-from defectcam.data.crops import at_working_scale, read_rgb, resolve_image
+from defectcam.data.crops import at_working_scale, read_rgb
 from defectcam.data.cvat_xml import CvatAnnotations, ImageClicks
+from defectcam.data.image_roots import ImageRoots
 from defectcam.feedback.match import shape_region
 from defectcam.training.pixel_labels import (  # noqa: F401  (re-exported)
     BACKGROUND,
@@ -122,7 +123,8 @@ class PseudoMaskRun:
     folder: Path
 
 
-def make_pseudo_masks(weights: Path, label: str, clicks: Sequence[ImageClicks], images: Path,
+def make_pseudo_masks(weights: Path, label: str, clicks: Sequence[ImageClicks],
+                      images: Path | Sequence[Path],
                       out: Path, settings: PseudoMaskSettings,
                       report: Callable[[str], None] = print,
                       device: str | None = None) -> PseudoMaskRun:
@@ -132,7 +134,7 @@ def make_pseudo_masks(weights: Path, label: str, clicks: Sequence[ImageClicks], 
         weights: the classifier that makes the maps (a file or folder holding ``label``).
         label: the defect.
         clicks: every clicked image (full-size pixels).
-        images: the folder the clicks' image names are relative to.
+        images: the folder(s) the clicks' image names are relative to.
         out: the cache folder; its manifest must name the same weights and settings.
         settings: see :class:`PseudoMaskSettings`.
         report: gets a progress line now and then.
@@ -157,6 +159,7 @@ def make_pseudo_masks(weights: Path, label: str, clicks: Sequence[ImageClicks], 
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     scaled, load = at_working_scale(clicks, meta.working_scale, read_rgb,
                                     max_side=meta.working_max_side)
+    roots = ImageRoots.of(images)  # by path or content hash, never a bare file name
     start, written, cached = time.perf_counter(), 0, 0
     reported = start
     for index, item in enumerate(scaled):
@@ -164,7 +167,7 @@ def make_pseudo_masks(weights: Path, label: str, clicks: Sequence[ImageClicks], 
         if path.is_file():
             cached += 1
             continue
-        image = load(resolve_image(images, item.name))
+        image = load(roots.resolve(item.name, item.sha256))
         mask = pseudo_mask(proposer, label, image, item, settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path.with_suffix(".tmp.png")), mask)
