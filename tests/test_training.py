@@ -92,12 +92,12 @@ def test_cpu_training_precision_follows_the_cpu() -> None:
     shared/docs/cpu.md), fp32 elsewhere; fp16 is CUDA-only and refused with a clear error."""
     import torch
 
-    from defectcam.training.loop import TrainConfig, _autocast_dtype, cpu_supports_bf16
+    from defectcam.training.loop import TrainConfig, autocast_dtype, cpu_supports_bf16
 
     cpu = torch.device("cpu")
-    assert _autocast_dtype(TrainConfig(precision="fp32"), cpu) is None
-    assert _autocast_dtype(TrainConfig(precision="bf16"), cpu) is torch.bfloat16
+    assert autocast_dtype(TrainConfig(precision="fp32"), cpu) is None
+    assert autocast_dtype(TrainConfig(precision="bf16"), cpu) is torch.bfloat16
     expected = torch.bfloat16 if cpu_supports_bf16() else None
-    assert _autocast_dtype(TrainConfig(precision="auto"), cpu) is expected
+    assert autocast_dtype(TrainConfig(precision="auto"), cpu) is expected
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
-        _autocast_dtype(TrainConfig(precision="fp16"), cpu)
+        autocast_dtype(TrainConfig(precision="fp16"), cpu)

@@ -101,7 +101,9 @@ def _distributed(device: torch.device) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------
 
 
-def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype training runs under on ``device`` (None: fp32), as
+    ``config.precision`` asks."""
     if config.precision == "fp32":
         return None
     if device.type == "cuda":
@@ -190,7 +192,7 @@ def train_classifier(
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
     accumulate = max(1, config.batch_size // (config.micro_batch * world))
-    amp = _autocast_dtype(config, device)
+    amp = autocast_dtype(config, device)
     started = time.perf_counter() - state["seconds"]
     for epoch in range(state["epoch"], config.epochs):
         if hasattr(train_set, "set_epoch"):

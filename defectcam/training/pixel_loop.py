@@ -23,7 +23,7 @@ from defectcam.core.model import DefectClassifier, build_classifier
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.training.checkpoint import load_checkpoint, save_checkpoint
-from defectcam.training.loop import TrainConfig, _autocast_dtype, binary_scores, training_device
+from defectcam.training.loop import TrainConfig, autocast_dtype, binary_scores, training_device
 from defectcam.training.pixel_labels import UNSURE
 
 #: The pixel head starts at this bias: a low probability everywhere, as most pixels are not a
@@ -164,7 +164,7 @@ def train_pixels(train_set: Dataset, val_set: Dataset, metadata: WeightsMetadata
     if ckpt.is_file():
         state = load_checkpoint(ckpt, model, optimizer)
     accumulate = max(1, tc.batch_size // tc.micro_batch)
-    amp = _autocast_dtype(tc, device)
+    amp = autocast_dtype(tc, device)
     started = time.perf_counter() - state["seconds"]
     generator = torch.Generator()
     for epoch in range(state["epoch"], tc.epochs):
