@@ -111,7 +111,7 @@ def main() -> int:
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--crops-per-click", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=12, help="ceiling per round")
+    p.add_argument("--epochs", type=int, default=6, help="ceiling per round")
     p.add_argument("--steps", type=int, default=40, help="optimiser steps per epoch")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -211,10 +211,13 @@ def main() -> int:
             write_cvat_xml(finished_frames(batch, d, proposed_regions(proposals, sizes)),
                            export)
         saved = folder / "batch-saving"
-        if not (saved / "report.json").is_file():
+        # every batch frame was finished: proposals on frames without the defect count too
+        if not (saved / "report.json").is_file() or "every frame" not in json.loads(
+                (saved / "report.json").read_text())["config"].get("data_description", ""):
             defectcam("evaluate", "--weights", str(model(k - 1)), "--defect", d, "--cvat-xml",
-                      str(export), "--images", str(data), "--out", str(saved), "--max-side",
-                      "1024", "--baseline", "--gallery", "0", "--no-progress", log=log)
+                      str(export), "--all-frames", "--images", str(data), "--out", str(saved),
+                      "--max-side", "1024", "--baseline", "--gallery", "0", "--no-progress",
+                      log=log)
         rounds.setdefault(str(k), {})["batch_saving"] = summary_of(saved / "report.json", d)
         fb = folder / "feedback"
         if not (fb / "feedback-clicks.xml").is_file():

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce one shipped weight file from ../shared/data with simulated clicks only.
 #   scripts/reproduce_weights.sh crack|spalling|rust [OUT_DIR]
+# ROUNDS=N adds the second stage: the click classifier's pseudo-masks and N simulated
+# annotation rounds (scripts/annotation_rounds.py); the file shipped is round N's model.
 # CPU settings (2 cores), batch 32, for crack at most 300 training images per source
 # (PHI-Net would otherwise give 90 % of the crack clicks), lr 1e-3 (the paper: 1e-4 on a
 # pretrained encoder; here the encoder starts from scratch).
@@ -17,11 +19,14 @@ runs=$(realpath -m "${RUNS:-runs}")
 # (hard negatives mined with round 2's rust, recorded in scripts/clicks/, MINE=1 mines them
 # anew; then 96 px crops at a working longer side of 1024 px, 3 per click, bf16, 30 epochs of
 # 50 steps; the best held-apart F1 was epoch 28's).
+# The shipped spalling is the second stage's round 1 (started from that click classifier),
+# served at a working longer side of 384 px chosen on training photos (model card).
 case "$defect" in
-  spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 ;;
-  rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 ;;
-  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 ;;
+  spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 d_rounds=1 ;;
+  rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 d_rounds=0 ;;
+  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 d_rounds=0 ;;
 esac
+rounds=${ROUNDS:-$d_rounds}
 crop=${CROP:-$d_crop}
 lr=${LR:-1e-3}
 per_click=${PER_CLICK:-$d_per_click}
@@ -56,6 +61,8 @@ chosen = {
     "rust": {"iterations": 0, "cam_threshold": 0.3, "confidence": "near-peak", "refinement": {
         "evidence": "rust-colour", "dilation": 128, "kernel_px": 15, "k": 70, "keep": "pixels",
         "fill": 0}},
+    # second-stage models serve their pixel map; only the working size is chosen afterwards
+    "spalling-pixels": {"working_max_side": 384},
 }[setting]
 meta = json.load(open(path))
 meta.update(chosen)
@@ -97,6 +104,19 @@ else
     --data-root "$data" --max-images-per-source "$per_source" --other-sources "$other" \
     --out "$runs/$defect.train-clicks.xml"
 fi
-train "$runs/$defect.train-clicks.xml" "$out/$defect.safetensors" "$crop" "$per_click" \
-  "$precision" "$epochs" "$steps" "$max_side"
-settle "$out/$defect.json" "$defect"
+if [ "$rounds" = 0 ]; then
+  train "$runs/$defect.train-clicks.xml" "$out/$defect.safetensors" "$crop" "$per_click" \
+    "$precision" "$epochs" "$steps" "$max_side"
+  settle "$out/$defect.json" "$defect"
+else
+  click="$runs/click-stage/$defect.safetensors"
+  train "$runs/$defect.train-clicks.xml" "$click" "$crop" "$per_click" "$precision" "$epochs" \
+    "$steps" "$max_side"
+  settle "${click%.safetensors}.json" "$defect"
+  # The loop's own defaults are the shipped rounds' settings (128 px crops, 6 epochs of 40
+  # steps per round, patience 3, batches of 60 photos).
+  "$(dirname "$(command -v defectcam)")/python" scripts/annotation_rounds.py --defect "$defect" \
+    --rounds "$rounds" --classifier "$click" --work "$runs/loop" --data-root "$data"
+  cp "$runs/loop/$defect/round$rounds/$defect.safetensors" "$runs/loop/$defect/round$rounds/$defect.json" "$out/"
+  settle "$out/$defect.json" "$defect-pixels"
+fi

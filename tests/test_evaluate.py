@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from defectcam.cli import main
-from defectcam.data.cvat_xml import CvatImage, CvatShape
+from defectcam.data.cvat_xml import CvatImage, CvatShape, read_cvat_xml, write_cvat_xml
 from defectcam.evaluation import match_instances
 from defectcam.evaluation.baselines import baseline_map, baseline_proposals
 from defectcam.evaluation.report import PROPOSAL_RGB, TRUTH_RGB, render_overlay
@@ -214,3 +214,45 @@ def test_end_to_end_on_two_real_images(shared_data: Path, untrained_weights: Pat
     markdown = (out / "report.md").read_text()
     assert "## Main setting: gradcam-T0" in markdown and "**0.10 (used)**" in markdown
     assert "baseline" in markdown and "gallery/" in markdown
+
+
+def _export_with_an_empty_frame(tmp_path: Path) -> Path:
+    """``rust_export``'s frame plus a finished frame without shapes whose rust-coloured patch
+    every rust rule proposes (a false positive only when that frame counts as finished)."""
+    xml = rust_export(tmp_path, _rng_image(48, 64), (10, 20, 30, 50))
+    plain = _rng_image(48, 64)
+    plain[12:30, 8:40] = (190, 95, 40)
+    cv2.imwrite(str(tmp_path / "plain.png"), cv2.cvtColor(plain, cv2.COLOR_RGB2BGR))
+    annotations = read_cvat_xml(xml)
+    annotations.images.append(CvatImage(1, "plain.png", 64, 48, []))
+    return write_cvat_xml(annotations, xml)
+
+
+def test_all_frames_counts_proposals_on_finished_empty_frames(tmp_path: Path) -> None:
+    xml = _export_with_an_empty_frame(tmp_path)
+    rows = {}
+    for flag in ([], ["--all-frames"]):
+        out = tmp_path / f"eval{len(flag)}"
+        assert main(["evaluate", "--baseline", "--defect", "rust", "--cvat-xml", str(xml),
+                     "--images", str(tmp_path), "--out", str(out), "--no-progress", *flag]) == 0
+        report = json.loads((out / "report.json").read_text())
+        rows[bool(flag)] = report["runs"][0]["summary"]["per_defect"]["rust"]
+    assert rows[False]["n_images"] == 1 and rows[False]["n_false_positives"] == 0
+    assert rows[True]["n_images"] == 2 and rows[True]["n_false_positives"] >= 1
+    assert rows[True]["n_instances"] == rows[False]["n_instances"] == 1
+
+
+def test_cvat_export_images_resolve_by_exact_path_only(tmp_path: Path, capsys) -> None:
+    xml = rust_export(tmp_path, _rng_image(48, 64), (10, 20, 30, 50))
+    annotations = read_cvat_xml(xml)
+    annotations.images[0].name = "other-task/rusty.png"  # same base name, another folder
+    write_cvat_xml(annotations, xml)
+    assert main(["evaluate", "--baseline", "--defect", "rust", "--cvat-xml", str(xml),
+                 "--images", str(tmp_path), "--out", str(tmp_path / "eval"),
+                 "--no-progress"]) == 2
+    assert "other-task/rusty.png" in capsys.readouterr().err
+
+
+def test_all_frames_needs_a_cvat_export(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--baseline", "--all-frames", "--out", str(tmp_path)]) == 2
+    assert "--all-frames" in capsys.readouterr().err

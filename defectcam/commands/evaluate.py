@@ -58,8 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--cvat-xml", type=Path, default=None,
                       help="CVAT for images 1.1 export with polygons/masks as the truth "
                            "(default: the data-set folders)")
-    data.add_argument("--images", type=Path, default=None,
-                      help="image folder of --cvat-xml (required with it)")
+    data.add_argument("--images", type=Path, nargs="+", default=None,
+                      help="image folder(s) of --cvat-xml (required with it): names resolve "
+                           "to one exact relative path or the frame's content hash")
+    data.add_argument("--all-frames", action="store_true",
+                      help="with --cvat-xml: every frame was finished, so a frame without "
+                           "shapes is truly empty and its proposals are false positives "
+                           "(default: score only frames holding a polygon or mask)")
     data.add_argument("--limit", type=int, default=None,
                       help="at most N images per defect, a seeded choice (default: all)")
     data.add_argument("--seed", type=int, default=0, help="seed of the --limit choice")
@@ -154,6 +159,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--ablation, --sweep and --screen need --weights")
     if (args.cvat_xml is None) != (args.images is None):
         raise ValueError("--cvat-xml and --images go together")
+    if args.all_frames and args.cvat_xml is None:
+        raise ValueError("--all-frames applies to --cvat-xml")
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
     if not 0.0 <= args.min_confidence <= 1.0:
@@ -229,8 +236,11 @@ def run(args: argparse.Namespace) -> int:
                              args.baseline, with_model=proposer is not None)
 
     if args.cvat_xml is not None:
-        items = cvat_items(args.cvat_xml, args.images, defects, args.limit, args.seed)
-        data_description = f"CVAT export {args.cvat_xml} (images under {args.images})"
+        items = cvat_items(args.cvat_xml, args.images, defects, args.limit, args.seed,
+                           all_frames=args.all_frames)
+        frames = "every frame" if args.all_frames else "frames holding a polygon or mask"
+        data_description = (f"CVAT export {args.cvat_xml}, {frames} (images under "
+                            f"{', '.join(map(str, args.images))})")
     else:
         items = folder_items(defects, args.split, args.data_root, args.source, args.limit,
                              args.seed, args.val_fraction, args.split_seed, args.other_sources)

@@ -58,14 +58,6 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def resolve_image(image_dir: str | Path, name: str) -> Path:
-    """``image_dir / name`` (CVAT names may hold sub-folders), else ``image_dir / basename``."""
-    for candidate in (Path(image_dir) / name, Path(image_dir) / Path(name).name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"image {name!r} not found under {image_dir}")
-
-
 def at_working_scale(clicks: Sequence[ImageClicks], scale: float,
                      load_image: Callable[[Path], np.ndarray] | None = None,
                      max_side: int = 0,

@@ -21,8 +21,9 @@ from defectcam.core.image_io import shrink_to
 from defectcam.core.postprocess import Proposal, polygon_to_mask
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.weights import WeightsMetadata
-from defectcam.data.crops import read_rgb, resolve_image
+from defectcam.data.crops import read_rgb
 from defectcam.data.cvat_xml import CvatImage, read_cvat_xml
+from defectcam.data.image_roots import ImageRoots
 from defectcam.data.sources import (
     ImagePair,
     list_pairs,
@@ -114,20 +115,36 @@ def _pick(pairs: list[ImagePair], split: str, val_fraction: float, split_seed: i
     return chosen
 
 
-def cvat_items(xml_path: str | Path, images_dir: str | Path, defects: Sequence[str],
-               limit: int | None = None, seed: int = 0) -> list[EvalItem]:
-    """Images of a CVAT export that hold at least one polygon or mask (any label): those were
-    annotated densely, so a defect without shapes there is truly absent (empty truth)."""
+def cvat_items(xml_path: str | Path, images_dir: str | Path | Sequence[str | Path],
+               defects: Sequence[str], limit: int | None = None, seed: int = 0,
+               all_frames: bool = False) -> list[EvalItem]:
+    """The frames of a CVAT export to score, with their image files.
+
+    Args:
+        xml_path: the export (CVAT for images 1.1).
+        images_dir: the folder(s) its image names are relative to; a name resolves to one
+            exact path or the frame's content hash, never to a file sharing its base name.
+        defects: the labels scored.
+        limit: at most this many frames per defect, a seeded choice.
+        seed: seed of that choice.
+        all_frames: every frame of the export was finished, so a frame without shapes is
+            truly empty and its proposals count as false positives. Otherwise only frames
+            holding a polygon or mask (any label) are scored: those were annotated densely.
+
+    Returns:
+        One item per defect and frame.
+    """
     annotations = read_cvat_xml(xml_path)
+    roots = ImageRoots.of(images_dir)
     dense = [im for im in annotations.images
-             if any(s.kind in TRUTH_KINDS for s in im.shapes)]
+             if all_frames or any(s.kind in TRUTH_KINDS for s in im.shapes)]
     items: list[EvalItem] = []
     for defect in defects:
         chosen = dense
         if limit is not None and len(chosen) > limit:
             rng = np.random.default_rng(seed)
             chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), limit, replace=False))]
-        items += [EvalItem(defect, im.name, resolve_image(images_dir, im.name), "cvat",
+        items += [EvalItem(defect, im.name, roots.resolve(im.name, im.sha256), "cvat",
                            cvat_image=im) for im in chosen]
     return items
 

@@ -30,7 +30,7 @@ class PixelTraining:
 
     defect: str
     clicks: list[Path]
-    images: Path
+    images: list[Path]
     masks: list[Path]
     start: Path
     out: Path
@@ -75,7 +75,7 @@ def train_pixels_from_clicks(job: PixelTraining, report=print) -> dict:
     certain = crops.masks != 255
     metadata.training = {
         "stage": "pixels",
-        "clicks": [str(p) for p in job.clicks], "images": str(job.images),
+        "clicks": [str(p) for p in job.clicks], "images": [str(p) for p in job.images],
         "masks": [str(m) for m in job.masks], "started_from": str(job.start),
         "images_clicked": len({c.name for c in clicks}),
         "positive_clicks": int(sum(len(c.positives) for c in clicks)),
