@@ -20,21 +20,30 @@ def pct(x: float) -> str:
 
 
 def training_rows(weights: Path) -> list[str]:
-    rows = ["| defect | images clicked | clicks (+ / -) | crops (fit / held apart) | crop px "
-            "| steps x batch | lr | time | device | held-apart F1 (acc.) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| defect | stage | images clicked | clicks (+ / -) | crops (fit / held apart) "
+            "| crop px | steps x batch | lr | time | device | held apart |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(weights.glob("*.json")):
         if path.name.endswith(".checkpoint.json"):
             continue
         m = json.loads(path.read_text())
         t, cfg = m["training"], m["training"]["config"]
-        val = m["metrics"].get("val_classification", {})
         crops = t["crops"]
+        if t.get("stage") == "pixels":
+            # a second-stage round: its own time, started from the previous round's model
+            val = m["metrics"].get("val_pixels", {})
+            stage = f"pixels, from `{Path(t['started_from']).parent.name}`"
+            held = (f"pixel IoU {val.get('val_pixel_iou', 0):.3f}, F1 "
+                    f"{val.get('val_f1', 0):.3f}")
+        else:
+            val = m["metrics"].get("val_classification", {})
+            stage = "clicks"
+            held = f"F1 {val.get('val_f1', 0):.3f} (acc. {val.get('val_accuracy', 0):.3f})"
         rows.append(
-            f"| {m['label']} | {t['images_clicked']} | {t['positive_clicks']} / "
+            f"| {m['label']} | {stage} | {t['images_clicked']} | {t['positive_clicks']} / "
             f"{t['negative_clicks']} | {crops['fit']} / {crops['holdout']} | {crops['size']} | "
             f"{t['steps']} x {cfg['batch_size']} | {cfg['lr']:g} | {t['seconds'] / 60:.1f} min | "
-            f"{t['device']} | {val.get('val_f1', 0):.3f} ({val.get('val_accuracy', 0):.3f}) |")
+            f"{t['device']} | {held} |")
     return rows
 
 
