@@ -210,6 +210,7 @@ def test_train_masks_serves_a_learned_pixel_map(crack_task, tmp_path, capsys):
     assert meta.training["stage"] == "pixels" and meta.training["started_from"] == str(weights)
     assert meta.training["images"] == [str(root)]  # the folders, not a list's repr
     log = [json.loads(line) for line in out.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert out.with_suffix(".curves.png").stat().st_size > 0
     assert log[-1]["val_pixel_iou"] > log[0]["val_pixel_iou"]
     proposer = DefectProposer.from_weights(out, device="cpu")
     name = read_cvat_xml(clicks_xml).images[-1].name  # a held-apart or fitted photo alike

@@ -23,6 +23,7 @@ from defectcam.core.model import DefectClassifier, build_classifier
 from defectcam.core.transforms import normalize_batch
 from defectcam.core.weights import WeightsMetadata, load_weights, save_weights
 from defectcam.training.checkpoint import load_checkpoint, save_checkpoint
+from defectcam.training.curves import plot_curves
 from defectcam.training.loop import TrainConfig, autocast_dtype, binary_scores, training_device
 from defectcam.training.pixel_labels import UNSURE
 
@@ -143,7 +144,7 @@ def train_pixels(train_set: Dataset, val_set: Dataset, metadata: WeightsMetadata
         metadata: the sidecar to write (``serves`` pixel).
         init_weights: the classifier to start from (with or without a pixel head).
         out: weights path; its folder also gets ``<label>.checkpoint.safetensors`` (resumed
-            when present), ``<label>.log.jsonl``.
+            when present), ``<label>.log.jsonl`` and ``<label>.curves.png``.
         config: loop settings.
 
     Returns:
@@ -208,6 +209,9 @@ def train_pixels(train_set: Dataset, val_set: Dataset, metadata: WeightsMetadata
             print(f"{metadata.label} epoch {epoch + 1}: loss {record['train_loss']:.4f} "
                   f"held-apart pixel IoU {scores['pixel_iou']:.3f} F1 {scores['f1']:.3f} "
                   f"(best IoU {state['best_iou']:.3f})", flush=True)
+    if state["history"]:
+        plot_curves(state["history"], stem.with_name(stem.name + ".curves.png"),
+                    metadata.label)
     seconds = state["seconds"]
     return PixelResult(weights=out, best_iou=state["best_iou"], best_epoch=state["best_epoch"],
                        history=state["history"], seconds=seconds,
