@@ -444,7 +444,7 @@ def test_a_large_frame_keeps_the_shapes_of_every_defect_that_ran() -> None:
     assert {"crack", "spalling", "rust"} == set(proposer.labels)
     costs = WorkCosts.measure(proposer)
     image = _photo(2000, 3000, seed=11, cracks=12)
-    deadline = 8.0
+    deadline = 12.0  # far from all tiles; room for a shared machine running slower
     start = time.perf_counter()
     planner = DeadlinePlanner(proposer, image.shape[:2], proposer.labels,
                               dict.fromkeys(proposer.labels, 0), False, deadline=deadline,

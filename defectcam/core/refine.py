@@ -121,11 +121,11 @@ class Refinement:
     ``evidence``: one of :data:`EVIDENCE_KINDS`, or ``"none"`` (the map alone, the paper's
     post-processing). ``dilation``: pixels added around the map's region before the
     intersection (the CAM band may sit beside a thin defect rather than on it; from 32 px on
-    the reach is made on pixel blocks and may go up to a quarter further, :func:`grow`). ``kernel_px``
-    and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k`` is the
-    minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the fitted
-    mask with a disc of this radius and fill its holes (blobs such as spalling are drawn as
-    one outline around patchy evidence; 0: off).
+    the reach is made on pixel blocks and may go up to a quarter further, :func:`grow`).
+    ``kernel_px`` and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k``
+    is the minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the
+    fitted mask with a disc of this radius and fill its holes (blobs such as spalling are
+    drawn as one outline around patchy evidence; 0: off).
 
     How region and evidence combine::
 
