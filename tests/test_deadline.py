@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import time
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from defectcam.core.model import build_classifier
 from defectcam.core.postprocess import mask_to_proposals
 from defectcam.core.predictor import DefectMapPredictor, MapParts
 from defectcam.core.proposer import DefectProposer
+from defectcam.core.refine import COARSE_REACH, disc, grow, max_within
 from defectcam.core.weights import WeightsMetadata
 from defectcam.feedback import read_log
 from defectcam.serving.deadline import (
@@ -380,3 +382,80 @@ def test_parts_merge_into_the_map_of_one_screened_run() -> None:
     part = predictor.predict(image, 0, stop=lambda: asked.append(1) or len(asked) > 1)
     ran = predictor.tile_batch  # one batch, then stopped
     assert len(asked) == 2 and (part.tile_probability > 0).sum() == ran
+
+
+# --------------------------------------------------------------------------- 24.1 + 24.5
+
+
+@pytest.mark.parametrize("radius", [1, 5, 16, 31])
+def test_small_reaches_dilate_exactly(radius) -> None:
+    rng = np.random.default_rng(radius)
+    mask = rng.random((90, 120)) > 0.995
+    exact = cv2.dilate(mask.astype(np.uint8), disc(radius)).astype(bool)
+    np.testing.assert_array_equal(grow(mask, radius), exact)
+    values = rng.random((90, 120)).astype(np.float32)
+    np.testing.assert_array_equal(max_within(values, radius), cv2.dilate(values, disc(radius)))
+
+
+@pytest.mark.parametrize("radius", [32, 48, 128])
+def test_large_reaches_cover_the_exact_disc_and_little_more(radius) -> None:
+    """Beyond ``2 * COARSE_REACH`` px a reach runs on blocks: never less than the exact
+    disc (no evidence the exact reach keeps is lost, no near-peak below the exact one), and
+    at most a quarter further."""
+    rng = np.random.default_rng(radius)
+    mask = np.zeros((700, 900), bool)
+    mask[rng.integers(0, 700, 12), rng.integers(0, 900, 12)] = True
+    mask[300:340, 100:103] = True
+    exact = cv2.dilate(mask.astype(np.uint8), disc(radius)).astype(bool)
+    grown = grow(mask, radius)
+    assert radius // COARSE_REACH > 1 and not (exact & ~grown).any()
+    wider = cv2.dilate(mask.astype(np.uint8), disc(int(radius * 1.25))).astype(bool)
+    assert not (grown & ~wider).any() and grown.sum() > exact.sum()
+    values = rng.random((700, 900)).astype(np.float32)
+    near = max_within(values, radius)
+    assert (near >= cv2.dilate(values, disc(radius))).all()
+    assert (near <= cv2.dilate(values, disc(int(radius * 1.25)))).all()
+
+
+def _shipped_proposer(tile_size: int = 128) -> DefectProposer:
+    """Untrained classifiers with the shipped weights' post-processing (weights/*.json:
+    refinement, confidence, thresholds, working size): what proposals cost is theirs."""
+    import json
+    from pathlib import Path
+
+    keys = ("refinement", "confidence", "cam_threshold", "min_area", "closing_size",
+            "working_max_side")
+    predictors = []
+    for seed, path in enumerate(sorted((Path(__file__).parents[1] / "weights").glob("*.json"))):
+        shipped = json.loads(path.read_text())
+        meta = WeightsMetadata(label=shipped["label"], tile_size=tile_size, tile_overlap=16,
+                               iterations=0, **{k: shipped[k] for k in keys if k in shipped})
+        predictors.append(DefectMapPredictor(build_classifier(seed=seed), meta, "cpu"))
+    return DefectProposer(predictors)
+
+
+def test_a_large_frame_keeps_the_shapes_of_every_defect_that_ran() -> None:
+    """Issue 24's large frames answered with two shapes: the proposals' cost estimate was
+    measured on a map with no region, so the plan took the frame's own size and the last
+    resort cut the proposals to each defect's largest. With the shipped post-processing and
+    costs measured at start-up, a 6 MP frame under a small deadline is answered in time and
+    every defect that ran tiles keeps all its proposals."""
+    proposer = _shipped_proposer()
+    assert {"crack", "spalling", "rust"} == set(proposer.labels)
+    costs = WorkCosts.measure(proposer)
+    image = _photo(2000, 3000, seed=11, cracks=12)
+    deadline = 12.0  # far from all tiles; room for a shared machine running slower
+    start = time.perf_counter()
+    planner = DeadlinePlanner(proposer, image.shape[:2], proposer.labels,
+                              dict.fromkeys(proposer.labels, 0), False, deadline=deadline,
+                              started=start, costs=costs)
+    result = proposer.propose_detailed(image, iterations=0, planner=planner)
+    assert time.perf_counter() - start <= deadline + MARGIN
+    report = planner.report()
+    for run in report.labels:
+        assert run.tiles_run > 0, run.describe()
+        assert not run.post_cut, run.describe()
+        made = [p for p in result.proposals if p.label == run.label]
+        again = proposer.map_to_proposals(result.maps[run.label], None, image, run.post_side)
+        assert len(made) == len(again), run.describe()  # nothing left out
+    assert len({p.label for p in result.proposals}) >= 2  # real shapes, not a token one

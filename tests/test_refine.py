@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from defectcam.core.proposer import DefectProposer
-from defectcam.core.refine import Refinement, dark_lines, rough_dark, rust_colour
+from defectcam.core.refine import Refinement, dark_lines, median_u8, rough_dark, rust_colour
 from defectcam.core.weights import WeightsError, load_weights
 from defectcam.evaluation.baselines import crack_baseline
 from tests.helpers import concrete_texture, draw_crack, save_untrained
@@ -183,3 +183,11 @@ def test_strict_evidence_kinds_are_the_baselines_rules() -> None:
             == spalling_baseline(image)).all()
     # the sensitive rule takes more than the strict one on the same image
     assert dark_lines(image, 15, 1.5).sum() > crack_baseline(image).sum()
+
+
+def test_the_histogram_median_is_numpys() -> None:
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 10, 11, 1000, 1001):
+        values = rng.integers(0, 256, size).astype(np.uint8)
+        assert median_u8(values) == np.median(values)
+    assert median_u8(np.full((3, 5), 7, np.uint8)) == 7.0

@@ -69,8 +69,9 @@ def rust_colour(image: np.ndarray, max_hue: int = 25, min_red_hue: int = 170,
 
 
 def local_grey_stats(image: np.ndarray, window_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """(local mean, local standard deviation) of grey in a ``window_px`` box, float32."""
-    g = grey(image).astype(np.float32)
+    """(local mean, local standard deviation) of grey in a ``window_px`` box, float32
+    (``image``: RGB, or its grey levels already made, (H, W) uint8)."""
+    g = (image if image.ndim == 2 else grey(image)).astype(np.float32)
     mean = cv2.blur(g, (window_px, window_px))
     sq_mean = cv2.blur(g * g, (window_px, window_px))
     return mean, np.sqrt(np.maximum(sq_mean - mean * mean, 0.0))
@@ -86,9 +87,22 @@ def rough_dark(image: np.ndarray, kernel_px: int = 15, k: float = 1.0) -> np.nda
 def rough_dark_otsu(image: np.ndarray, kernel_px: int = 15) -> np.ndarray:
     """Rough and dark by the image's own split: local grey std (scaled to 0-255) above its
     Otsu threshold, and grey below the image median (the spalling baseline's rule)."""
-    mean, std = local_grey_stats(image, kernel_px)
+    levels = grey(image)
+    mean, std = local_grey_stats(levels, kernel_px)
     std8 = np.clip(std * (255.0 / max(float(std.max()), 1e-6)), 0, 255).astype(np.uint8)
-    return (std8 > otsu_threshold(std8)) & (mean < float(np.median(grey(image))))
+    return (std8 > otsu_threshold(std8)) & (mean < median_u8(levels))
+
+
+def median_u8(values: np.ndarray) -> float:
+    """``np.median`` of uint8 values from their histogram (a full sort of a large frame's
+    pixels costs more than the rest of its evidence)."""
+    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    size = int(counts[-1])
+    if size == 0:
+        return float("nan")
+    low = int(np.searchsorted(counts, (size - 1) // 2, side="right"))
+    high = int(np.searchsorted(counts, size // 2, side="right"))
+    return (low + high) / 2.0
 
 
 _EVIDENCE: dict[str, Callable[..., np.ndarray]] = {
@@ -106,11 +120,12 @@ class Refinement:
 
     ``evidence``: one of :data:`EVIDENCE_KINDS`, or ``"none"`` (the map alone, the paper's
     post-processing). ``dilation``: pixels added around the map's region before the
-    intersection (the CAM band may sit beside a thin defect rather than on it). ``kernel_px``
-    and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k`` is the
-    minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the fitted
-    mask with a disc of this radius and fill its holes (blobs such as spalling are drawn as
-    one outline around patchy evidence; 0: off).
+    intersection (the CAM band may sit beside a thin defect rather than on it; from 32 px on
+    the reach is made on pixel blocks and may go up to a quarter further, :func:`grow`).
+    ``kernel_px`` and ``k``: the evidence's window and sensitivity (for ``rust-colour``, ``k``
+    is the minimum HSV saturation). ``keep``: one of :data:`KEEP_KINDS`. ``fill``: close the
+    fitted mask with a disc of this radius and fill its holes (blobs such as spalling are
+    drawn as one outline around patchy evidence; 0: off).
 
     How region and evidence combine::
 
@@ -187,11 +202,11 @@ class Refinement:
 
     def score_map(self, cam_map: np.ndarray) -> np.ndarray:
         """The map each proposal's ``near-peak`` confidence is read from: the map's maximum
-        within ``dilation`` px (a proposal fitted beside the CAM's band gets the band's
-        value, not the lower value of its own pixels)."""
+        within ``dilation`` px, as :func:`grow` reaches (a proposal fitted beside the CAM's
+        band gets the band's value, not the lower value of its own pixels)."""
         if not self.dilation:
             return cam_map
-        return cv2.dilate(np.ascontiguousarray(cam_map, dtype=np.float32), disc(self.dilation))
+        return max_within(np.ascontiguousarray(cam_map, dtype=np.float32), self.dilation)
 
 
 #: The strict, image-wide form of each evidence kind: the learning-free baselines' rules
@@ -216,11 +231,43 @@ def filled(mask: np.ndarray, radius: int) -> np.ndarray:
     return out.astype(bool)
 
 
+#: Radii per coarse pixel: a dilation of ``radius`` px runs on blocks of ``radius //
+#: COARSE_REACH`` px (exact below ``2 * COARSE_REACH``). A disc's cost grows with its area,
+#: so a full-resolution disc of tens of pixels costs far more than the rest of the
+#: post-processing on a large frame; on blocks it reaches a few pixels further.
+COARSE_REACH = 16
+
+
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """``mask`` dilated by a disc of ``radius`` px (boolean; unchanged for radius 0)."""
+    """``mask`` dilated by a disc of ``radius`` px (boolean; unchanged for radius 0).
+
+    From ``2 * COARSE_REACH`` px on, on blocks (:func:`max_within`): every pixel within
+    ``radius`` is kept, and some up to about ``radius * 1.25`` px away.
+    """
     if not radius:
         return mask.astype(bool)
-    return cv2.dilate(mask.astype(np.uint8), disc(radius)).astype(bool)
+    return max_within(np.ascontiguousarray(mask, dtype=np.uint8), radius).astype(bool)
+
+
+def max_within(values: np.ndarray, radius: int) -> np.ndarray:
+    """The maximum of ``values`` (uint8 or float32, 2-D) within ``radius`` px of each pixel:
+    a dilation by :func:`disc`, exact for a radius below ``2 * COARSE_REACH``.
+
+    Larger radii run on the maxima of ``s`` x ``s`` blocks (``s = radius // COARSE_REACH``)
+    with a disc of ``ceil((radius + 0.5 + (s - 1) * sqrt 2) / s)`` blocks, the smallest that
+    covers every pixel pair of the exact disc: the result is at least the exact one, its
+    reach at most ``s - 1`` blocks' worth larger, at about ``1 / s**4`` of the cost.
+    """
+    scale = max(1, radius // COARSE_REACH)
+    if scale == 1:
+        return cv2.dilate(values, disc(radius))
+    height, width = values.shape
+    blocks = cv2.dilate(values, np.ones((scale, scale), np.uint8), anchor=(0, 0))
+    blocks = np.ascontiguousarray(blocks[::scale, ::scale])
+    reach = int(np.ceil((radius + 0.5 + (scale - 1) * np.sqrt(2.0)) / scale))
+    blocks = cv2.dilate(blocks, disc(reach))
+    size = (blocks.shape[1] * scale, blocks.shape[0] * scale)
+    return cv2.resize(blocks, size, interpolation=cv2.INTER_NEAREST)[:height, :width]
 
 
 def disc(radius: int) -> np.ndarray:

@@ -97,14 +97,16 @@ class WorkCosts:
     #: One predictor call's own work on the whole map (allocating, enlarging, normalising),
     #: per frame pixel.
     frame: LinearCost = field(default_factory=lambda: LinearCost(1e-9))
+    #: Shrinking the map and the image for proposals at a smaller size, per frame pixel.
+    resize: LinearCost = field(default_factory=lambda: LinearCost(1e-9))
     climb_share: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def measure(cls, proposer: Any) -> WorkCosts:
         """Measured on this worker with its first classifier: a tile batch at T = 0 and
         T = 1, one of tiny tiles (the fixed cost), a call that runs no tile of a 2 MP frame
-        (the call's work on the whole map); with each classifier, proposals from a tiny and
-        a 2 MP map."""
+        (the call's work on the whole map); with each classifier, proposals from a tiny map
+        and a busy one of :data:`POST_PROBE` (:func:`probe_map`)."""
         predictor: DefectMapPredictor = next(iter(proposer.predictors.values()))
         m = predictor.metadata
         batch = predictor.tile_batch
@@ -135,16 +137,14 @@ class WorkCosts:
         step = LinearCost(max(climb_s - forward_s, 0.5 * forward_s) / pixels, fixed)
         post = {}
         for label in proposer.predictors:
-            tiny, large = _post_seconds(proposer, label, defect_map.cam_map)
-            # A real frame's map has more regions than this one: start above it.
-            pixels = proposer.post_size(label, 1024, 2048)
-            post[label] = LinearCost(2 * max(large - tiny, 1e-9) / (pixels[0] * pixels[1]),
-                                     tiny)
-        return cls(forward, step, post, LinearCost(frame_s / (1024 * 2048)))
+            tiny, large, post_pixels = _post_seconds(proposer, label)
+            post[label] = LinearCost(max(large - tiny, 1e-9) / post_pixels, tiny)
+        return cls(forward, step, post, LinearCost(frame_s / (1024 * 2048)),
+                   LinearCost(_resize_seconds() / (POST_PROBE[0] * POST_PROBE[1])))
 
     def decay(self) -> None:
         """At a request's start: every estimate a step back towards what start-up measured."""
-        for cost in (self.forward, self.step, self.frame, *self.post.values()):
+        for cost in (self.forward, self.step, self.frame, self.resize, *self.post.values()):
             cost.decay()
 
     def tile_seconds(self, tile_pixels: int, iterations: int, screen: bool = False,
@@ -200,28 +200,78 @@ def _surface(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip((smooth - 128) * 4 + 128, 0, 255).astype(np.uint8)
 
 
-def _post_seconds(proposer: Any, label: str, cam_map: np.ndarray) -> tuple[float, float]:
-    """Seconds to turn a tiny and a 2 MP map of ``label`` (``cam_map`` resized) into
-    proposals, each the second of two calls (the first in a process pays one-time costs)."""
+#: The frame proposals are measured on at start-up (height, width): large enough that the
+#: per-pixel work dominates, as on the frames a deadline matters for.
+POST_PROBE = (2048, 2048)
+#: Share of the probe's map above the defect's threshold: a map at least as busy as a
+#: photo's, so that every step of the post-processing (evidence, dilations, components) runs.
+POST_PROBE_REGION = 0.3
+#: Proposals per pixel a start-up estimate counts on (made largest first, the smaller ones
+#: are what a deadline's last resort leaves out): about twice a busy photo's.
+PROBE_DENSITY = 1e-4
+
+
+def probe_map(height: int, width: int, threshold: float, seed: int = 1) -> np.ndarray:
+    """A smooth map in [0, 1] with blobs: :data:`POST_PROBE_REGION` of it above
+    ``threshold``."""
     import cv2
 
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0.0, 1.0, (max(height // 64, 2), max(width // 64, 2))).astype(
+        np.float32)
+    field_ = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    cut = float(np.quantile(field_, 1.0 - POST_PROBE_REGION))
+    top = max(float(field_.max()) - cut, 1e-6)
+    return np.clip(threshold + (field_ - cut) / top * (1.0 - threshold), 0.0, 1.0).astype(
+        np.float32)
+
+
+def _resize_seconds() -> float:
+    """Seconds to shrink a :data:`POST_PROBE` image and map to half their sides, as
+    proposals at a smaller size do (the second of two)."""
+    import cv2
+
+    height, width = POST_PROBE
+    image = _surface(np.random.default_rng(2), height, width)
+    cam = probe_map(height, width, 0.5)
+    for _ in range(2):
+        start = time.perf_counter()
+        for array in (image, cam):
+            cv2.resize(array, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+        seconds = time.perf_counter() - start
+    return seconds
+
+
+def _post_seconds(proposer: Any, label: str) -> tuple[float, float, int]:
+    """Seconds to turn a tiny and a :data:`POST_PROBE` map of ``label`` into proposals
+    (:func:`probe_map` on a textured surface; the tiny one the second of two calls, the
+    first in a process paying one-time costs), and the pixels the large one ran at.
+
+    The large one's seconds are its work on the whole map (evidence, dilations,
+    components: timed with every proposal after the largest left out) plus
+    :data:`PROBE_DENSITY` proposals per pixel at the cost each of its own took: the probe's
+    count says more about its texture than about a photo's.
+    """
+    predictor = proposer.predictors[label]
+    threshold = predictor.metadata.cam_threshold
     out = []
-    for height, width in ((16, 16), (1024, 2048)):
+    for height, width in ((16, 16), (16, 16), POST_PROBE):
         image = _surface(np.random.default_rng(1), height, width)
-        cam = cv2.resize(cam_map, (width, height), interpolation=cv2.INTER_LINEAR)
-        predictor = proposer.predictors[label]
         grid = predictor.tile_grid(height, width)
         work = predictor.working_size(height, width)
-        sized = DefectMap(label, cam, grid,
+        sized = DefectMap(label, probe_map(height, width, threshold), grid,
                           np.full((len(grid.ys), len(grid.xs)), 0.5, np.float32),
                           np.zeros((len(grid.ys), len(grid.xs)), bool), 1.0, 0, 0.0,
                           working_size=work if work != (height, width) else None)
-        for _ in range(2):
-            start = time.perf_counter()
-            proposer.map_to_proposals(sized, None, image)
-            seconds = time.perf_counter() - start
-        out.append(seconds)
-    return out[0], out[1]
+        start = time.perf_counter()
+        proposer.map_to_proposals(sized, None, image, stop=lambda: True)
+        whole_map = time.perf_counter() - start
+        start = time.perf_counter()
+        count = len(proposer.map_to_proposals(sized, None, image))
+        each = max(time.perf_counter() - start - whole_map, 0.0) / max(count - 1, 1)
+        out.append(whole_map)
+    post_h, post_w = proposer.post_size(label, *POST_PROBE)
+    return out[1], out[2] + PROBE_DENSITY * post_h * post_w * each, post_h * post_w
 
 
 # --------------------------------------------------------------------------- report
@@ -530,6 +580,11 @@ class DeadlinePlanner:
         self.ladder = levels(top, bool(self.works)
                              and all(w.run.requested_screen for w in self.works))
         self.level = 0
+        # The proposals' time, planned once from the whole budget: the tiles never run into
+        # it, so a defect whose tiles ran always has the time to make its proposals.
+        share = max(self.end - clock(), 0.0) * POST_SHARE
+        self.post_reserve = min(self.post_seconds(self.works, self.post_side(self.works, share)),
+                                share)
 
     def schedule(self, label: str, iterations: int, screen_threshold: float | None
                  ) -> LabelWork:
@@ -551,7 +606,12 @@ class DeadlinePlanner:
         return POST_SIDES[-1]
 
     def post_seconds(self, works: Sequence[LabelWork], side: int | None) -> float:
-        return sum(self.costs.post[w.label].seconds(w.post_pixels(side)) for w in works)
+        """Estimated seconds of the proposals of ``works`` at ``side`` (shrinking the map
+        and the image first where that is smaller than the frame)."""
+        frame = self.shape[0] * self.shape[1]
+        return sum(self.costs.post[w.label].seconds(pixels)
+                   + (self.costs.resize.seconds(frame) if pixels < frame else 0.0)
+                   for w in works for pixels in [w.post_pixels(side)])
 
     def post_run(self, work: LabelWork) -> PostRun:
         """From the time really left, shared with the defects not yet post-processed."""
@@ -588,9 +648,7 @@ class DeadlinePlanner:
             self.level += 1
         later = self.works[self.works.index(work):]
         left = self.end - self.clock()
-        # The proposals' planned share; beyond it, their own stop cuts them.
-        post = min(self.post_seconds(self.works, self.post_side(self.works, left * POST_SHARE)),
-                   left * POST_SHARE)
+        post = self.post_reserve  # beyond it, the proposals' own stop cuts them
         budget = left - post - sum(w.call_seconds(self.costs) for w in later)
         # Each later defect keeps the time of one batch, so none is left without a tile,
         # but never this defect's own first batch (with room for its estimate's error).
