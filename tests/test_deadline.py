@@ -29,6 +29,7 @@ from defectcam.serving.deadline import (
     DeadlinePlanner,
     LinearCost,
     WorkCosts,
+    fair_times,
     follow_order,
     levels,
     plan,
@@ -459,3 +460,30 @@ def test_a_large_frame_keeps_the_shapes_of_every_defect_that_ran() -> None:
         again = proposer.map_to_proposals(result.maps[run.label], None, image, run.post_side)
         assert len(made) == len(again), run.describe()  # nothing left out
     assert len({p.label for p in result.proposals}) >= 2  # real shapes, not a token one
+
+
+def test_fair_times_give_the_same_time_and_run_small_defects_whole() -> None:
+    assert fair_times([100.0, 100.0, 3.0], 50.0) == pytest.approx([23.5, 23.5, 3.0])
+    assert fair_times([10.0, 20.0], 100.0) == pytest.approx([10.0, 20.0])  # all fits
+    assert fair_times([30.0, 40.0], 20.0) == pytest.approx([10.0, 10.0])
+    assert fair_times([], 5.0) == [] and fair_times([4.0], 0.0) == [0.0]
+
+
+def test_a_defect_with_few_tiles_runs_whole_when_the_others_are_cut(untrained_weights) -> None:
+    """A defect at a small working size (few tiles) gets all of them while the defects
+    with many tiles share the rest: the same time each, not the same share of tiles."""
+    proposer = DefectProposer.from_weights(untrained_weights, device="cpu")
+    small = proposer.predictors["rust"]
+    small.metadata.working_max_side = 4 * small.metadata.tile_size
+    costs = _costs(forward=5e-6)
+    labels = ["rust", "crack", "spalling"]  # the small defect plans first, with the others
+    planner = _planner(proposer, (3000, 4000), labels, 0, costs)
+    rust, crack, spalling = planner.works
+    assert small.tile_batch < len(rust.grid) < len(crack.grid) // 10
+    whole = [w.seconds(costs, 0, False) for w in planner.works]
+    assert whole[0] < 2.0 < 10.0 < whole[1]  # rust fits a third of the time; crack does not
+    assert planner.next_run(rust).tiles
+    assert rust.quota == len(rust.grid)  # it may run its whole grid
+    for work in (crack, spalling):
+        assert planner.next_run(work).tiles
+        assert 0 < work.quota < len(work.grid) // 2  # cut

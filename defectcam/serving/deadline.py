@@ -397,6 +397,32 @@ def levels(top: int, screen: bool) -> list[tuple[int, bool]]:
     return out
 
 
+def fair_times(needs: Sequence[float], budget: float) -> list[float]:
+    """Each defect's time when all of them do not fit: the same time for each, and a
+    defect that needs less (few tiles, e.g. at a small working size) runs whole and leaves
+    the rest to the others.
+
+    Args:
+        needs: per defect, the seconds all its tiles would take.
+        budget: the seconds to share.
+
+    Returns:
+        Per defect, its seconds (never more than it needs; they sum to at most ``budget``).
+    """
+    times = [0.0] * len(needs)
+    left, open_ = budget, sorted(range(len(needs)), key=lambda i: needs[i])
+    while open_:
+        level = left / len(open_)
+        if needs[open_[0]] > level:  # no one left fits whole: the same time each
+            for i in open_:
+                times[i] = level
+            break
+        i = open_.pop(0)
+        times[i] = needs[i]
+        left -= needs[i]
+    return times
+
+
 def plan(works: Sequence[LabelWork], costs: WorkCosts, budget: float,
          ladder: Sequence[tuple[int, bool]], first: int = 0) -> int | None:
     """The index in ``ladder`` (from ``first`` on) of the best level whose estimated cost for
@@ -662,12 +688,13 @@ class DeadlinePlanner:
             tiles = list(work.remaining)
             planned = sum(w.seconds(self.costs, *w.setting(self.ladder[chosen]))
                           for w in later)
-        else:  # even plain Grad-CAM does not fit: a fair share of each defect's tiles
+        else:  # even plain Grad-CAM does not fit: each defect a fair time (fair_times)
             self.level = len(self.ladder) - 1
             steps, screened = 0, False
             if work.quota is None or len(later) == 1:  # the last defect takes what is left
-                total = sum(w.seconds(self.costs, 0, False) for w in later)
-                share = max((budget - keep) * PLAN_SHARE, 0.0) / total if total > 0 else 0.0
+                needs = [w.seconds(self.costs, 0, False) for w in later]
+                time = fair_times(needs, max((budget - keep) * PLAN_SHARE, 0.0))[0]
+                share = time / needs[0] if needs[0] > 0 else 0.0
                 work.quota = work.run_in_share + math.floor(min(share, 1.0)
                                                             * len(work.remaining))
                 batch = min(work.predictor.tile_batch, len(work.remaining))
