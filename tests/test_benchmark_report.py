@@ -29,7 +29,7 @@ def test_the_markers_the_repository_files_hold_are_found() -> None:
     repo = Path(__file__).resolve().parents[1]
     benchmarks = (repo / "BENCHMARKS.md").read_text()
     for script in ("bench_request.py", "quality_price.py", "bench_engine.py", "bench_log.py",
-                   "bench_large_frames.py"):
+                   "bench_large_frames.py", "bench_interactor.py"):
         begin, end = report.section_marks(script)
         assert begin in benchmarks and end in benchmarks, script
     begin, end = report.section_marks("bench_request.py", "speed table")

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from defectcam.cli import main
+from defectcam.core.interact import Clicks, InteractSettings
 from defectcam.data.cvat_xml import (
     CvatAnnotations,
     CvatImage,
@@ -17,7 +18,12 @@ from defectcam.data.cvat_xml import (
     CvatShape,
     write_cvat_xml,
 )
-from defectcam.evaluation.interactive import corrective_click, interior_point
+from defectcam.evaluation.interactive import (
+    baseline_method,
+    corrective_click,
+    interior_point,
+    shared_settings,
+)
 
 
 def test_interior_point_is_the_deepest_pixel() -> None:
@@ -27,6 +33,21 @@ def test_interior_point_is_the_deepest_pixel() -> None:
     x, y = interior_point(mask)
     assert 13 <= x <= 16 and 17 <= y <= 22
     assert interior_point(np.zeros((4, 4), bool)) is None
+
+
+def test_the_click_baseline_shares_the_fill_but_not_the_classifier_part() -> None:
+    settings = InteractSettings(fill=8, max_side=300, cam_threshold=0.6, dilation=3,
+                                region="component", evidence="weights")
+    shared = shared_settings(settings)
+    assert (shared.fill, shared.max_side) == (8, 300)
+    assert (shared.cam_threshold, shared.dilation, shared.region, shared.evidence) == (
+        None, None, "cut", None)
+    # a rust-coloured ring: the baseline's answer is the ring, filled when the fill is shared
+    image = np.full((120, 120, 3), 200, np.uint8)
+    cv2.circle(image, (60, 60), 30, (180, 70, 20), thickness=4)
+    plain = baseline_method("rust", 64)(image, Clicks(((60.0, 30.0),)))
+    full = baseline_method("rust", 64, settings=settings)(image, Clicks(((60.0, 30.0),)))
+    assert not plain.full_mask(120, 120)[60, 60] and full.full_mask(120, 120)[60, 60]
 
 
 def test_corrective_click_goes_to_the_larger_error() -> None:

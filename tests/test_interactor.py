@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import nuclio_sdk
 import nuclio_sdk.test
 import numpy as np
@@ -20,13 +21,14 @@ from PIL import Image
 from defectcam.core.interact import (
     Clicks,
     InteractSettings,
+    click_mask,
     erase_negatives,
     interact,
     select_object,
 )
 from defectcam.core.options import InteractOptions, Limits, OptionError
 from defectcam.core.predictor import DefectMapPredictor
-from defectcam.core.weights import WeightsMetadata, save_weights
+from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
 from defectcam.feedback import read_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,6 +124,68 @@ def test_select_object_takes_the_clicked_blob_and_negatives_erase_locally():
     assert not erased[15, 180]
     assert erased[15, 60]  # the positive side up to the eraser stays
     assert select_object(candidates, [(100, 55)], (), settings) is None  # nothing near
+
+
+def test_a_region_joins_evidence_pieces_and_a_negative_takes_a_piece_away():
+    candidates = np.zeros((60, 200), bool)
+    candidates[10:30, 10:40] = True  # the clicked piece of a patch
+    candidates[10:30, 70:100] = True  # another piece of the same patch, 30 px away
+    candidates[10:30, 160:190] = True  # a piece outside the region
+    region = np.zeros_like(candidates)
+    region[5:35, 5:110] = True
+    settings = InteractSettings(snap_px=4, group_px=2, erase_px=20)
+    alone = select_object(candidates, [(20, 20)], (), settings)
+    assert alone[20, 20] and not alone[20, 80]
+    joined = select_object(candidates, [(20, 20)], (), settings, joins=region)
+    assert joined[20, 20] and joined[20, 80] and not joined[20, 170]
+    # a negative click on the other piece says "not this one": all of it goes, not 20 px
+    kept = erase_negatives(joined, [(20, 20)], [(95, 20)], settings, joins=region)
+    assert kept[20, 20] and not kept[:, 70:100].any()
+
+
+def test_fill_closes_the_answer_and_the_window_stops_at_max_side():
+    image = np.zeros((100, 1000, 3), np.uint8)
+    ring = np.zeros((100, 1000), np.uint8)
+    cv2.circle(ring, (50, 50), 20, 1, thickness=3)
+    line = np.zeros((100, 1000), bool)
+    line[48:52, :] = True
+
+    def candidates(window):
+        return [("evidence", ring[: window.shape[0], : window.shape[1]].astype(bool), None)]
+
+    plain = click_mask(image, Clicks(((50.0, 31.0),)), candidates, "spalling",
+                       settings=InteractSettings(window=100))
+    full = click_mask(image, Clicks(((50.0, 31.0),)), candidates, "spalling",
+                      settings=InteractSettings(window=100, fill=8))
+    assert not plain.full_mask(100, 1000)[50, 50] and full.full_mask(100, 1000)[50, 50]
+
+    def running_line(window):  # an object that runs through every window it is given
+        return [("evidence", np.ones(window.shape[:2], bool), None)]
+
+    free = click_mask(image, Clicks(((500.0, 50.0),)), running_line, "rust",
+                      settings=InteractSettings(window=100))
+    capped = click_mask(image, Clicks(((500.0, 50.0),)), running_line, "rust",
+                        settings=InteractSettings(window=100, max_side=300))
+    assert free.window[2] - free.window[0] > 300
+    assert capped.window[2] - capped.window[0] == 300 and capped.windows <= 3
+
+
+def test_the_weights_carry_the_interactor_settings(fitted_crack_model, tmp_path):
+    image, long_crack, _ = crack_scene()
+    y = float(np.nonzero(long_crack[:, 60])[0].mean())
+    meta = WeightsMetadata(**CRACK_META, interact={"max_grows": 0})
+    predictor = DefectMapPredictor(fitted_crack_model, meta, "cpu", precision="fp32")
+    result = interact(predictor, image, Clicks(((60.0, y),)))
+    assert result.windows == 1 and not result.full_mask(*long_crack.shape)[:, 300:].any()
+    bad = tmp_path / "crack.safetensors"
+    save_weights(fitted_crack_model, WeightsMetadata(**CRACK_META), bad)
+    sidecar = json.loads(bad.with_suffix(".json").read_text())
+    sidecar["interact"] = {"region": "everything"}
+    bad.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(WeightsError, match="interact.*region"):
+        read_metadata(bad)
+    with pytest.raises(ValueError, match="unknown interact settings"):
+        InteractSettings.from_dict({"dilate": 3})
 
 
 # --------------------------------------------------------------------------- the face

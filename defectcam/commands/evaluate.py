@@ -318,13 +318,17 @@ def run_interactive(args: argparse.Namespace, proposer, defects: list[str], item
                     data_description: str, rule: MatchRule,
                     thresholds: GroupThresholds) -> int:
     """``--interactive``: the click interactor and the click baseline on the same clicks."""
+    from defectcam.core.interact import InteractSettings
     from defectcam.evaluation import interactive as ia
 
+    settings = {d: InteractSettings.from_dict(proposer.predictors[d].metadata.interact)
+                for d in defects}
     methods = {
-        ia.INTERACTOR: {d: ia.model_method(proposer, d, args.iterations) for d in defects},
+        ia.INTERACTOR: {d: ia.model_method(proposer, d, args.iterations, settings[d])
+                        for d in defects},
         ia.CLICK_BASELINE: {d: ia.baseline_method(
             d, proposer.predictors[d].metadata.tile_size,
-            proposer.predictors[d].metadata.working_max_side) for d in defects},
+            proposer.predictors[d].metadata.working_max_side, settings[d]) for d in defects},
     }
     bar = tqdm(total=len(items), unit="image", disable=args.no_progress, file=sys.stderr,
                desc="evaluate --interactive")
@@ -344,6 +348,7 @@ def run_interactive(args: argparse.Namespace, proposer, defects: list[str], item
                      f"most wrong; IoU tolerance {rule.tolerance_px} px; "
                      f"{thresholds.describe()}; every instance counts in N."),
         "baseline_rules": ia.baseline_rules(defects),
+        "interact_settings": {d: settings[d].to_dict() for d in defects},
         "device": str(proposer.device),
         "weights": {d: proposer.predictors[d].metadata.sha256 for d in defects},
     }

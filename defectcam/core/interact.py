@@ -2,19 +2,27 @@
 
 The annotator clicks on a defect (positive points, optionally negative points and a box).
 The label's classifier runs on a *window* around the clicks only; its binarised map, grown by
-the weights' refinement dilation, keeps the strict form of the weights' image evidence
-(:data:`defectcam.core.refine.STRICT_EVIDENCE`, the learning-free baselines' rules: the click
-already says where, so the evidence need not be as sensitive as the detector's), and the
-answer keeps the object the positive clicks point at, cut away from the negative clicks
-(pixels nearer, along the object, to a negative click than to every positive one). An object
-that reaches the window's border where the frame goes on (a crack running out of the window)
-makes the window grow by a window's side on that side and the mask is made again, up to
-``max_grows`` times.
+a dilation, says where the defect is and the image evidence says which pixels: by default the
+strict form of the weights' evidence (:data:`defectcam.core.refine.STRICT_EVIDENCE`, the
+learning-free baselines' rules: the click already says where, so the evidence need not be as
+sensitive as the detector's). How the two combine is :attr:`InteractSettings.region`: ``cut``
+keeps the evidence inside the region; ``component`` also makes the evidence pieces that lie
+in one piece of the region one object (a patch the evidence breaks into pieces comes back
+whole). The answer keeps the object the positive clicks point at, optionally closed and
+filled (``fill``), cut away from the negative clicks (pixels nearer, along the object, to a
+negative click than to every positive one). An object that reaches the window's border where
+the frame goes on (a crack running out of the window) makes the window grow by a window's
+side on that side and the mask is made again, up to ``max_grows`` times and ``max_side``
+pixels.
+
+The interactor's settings are per defect: the weights' sidecar holds them (``interact``,
+chosen on training photos by ``scripts/interact_grid.py``); the detector's sidecar settings
+(threshold, refinement dilation) are only their defaults.
 
 Where the classifier does not fire at a click, the annotator still knows better: the click
-takes the evidence there (the weights' own evidence rule), then the binarised map, and at
-last a disc of ``snap_px`` around the click, so that every click gets an answer. The result
-says which of these gave the pixels (``source``).
+takes the evidence there, then the binarised map, and at last a disc of ``snap_px`` around
+the click, so that every click gets an answer. The result says which of these gave the
+pixels (``source``).
 
 Pixels: the window is cut from the frame and shrunk to the size where the weights'
 post-processing settings were chosen (their working longer side, else the frame's own
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cv2
 import numpy as np
@@ -34,14 +42,18 @@ import numpy as np
 from defectcam.core.image_io import working_factor
 from defectcam.core.postprocess import binarize_map, close_mask, mask_to_polygon
 from defectcam.core.predictor import DefectMapPredictor
-from defectcam.core.refine import STRICT_EVIDENCE, Refinement, grow
+from defectcam.core.refine import EVIDENCE_KINDS, STRICT_EVIDENCE, Refinement, filled, grow
 
 Point = tuple[float, float]
 #: Where the answered pixels came from, most to least informed.
 SOURCES = ("model", "evidence", "map", "disc")
-#: A function from the window (RGB, at the post-processing size) to candidate masks, each
-#: named by its source, tried in order (``None``: nothing of that kind).
-Candidates = Callable[[np.ndarray], Sequence[tuple[str, np.ndarray | None]]]
+#: How the classifier's region and the evidence make the model's candidate (``InteractSettings``).
+REGION_RULES = ("cut", "component")
+#: One candidate: its source, its mask (``None``: nothing of that kind) and the mask whose
+#: connected pieces join the candidate's pieces into one object (``None``: ``group_px`` only).
+Candidate = tuple[str, np.ndarray | None, np.ndarray | None]
+#: A function from the window (RGB, at the post-processing size) to candidates, tried in order.
+Candidates = Callable[[np.ndarray], Sequence[Candidate]]
 
 
 @dataclass(frozen=True)
@@ -61,12 +73,22 @@ class Clicks:
 class InteractSettings:
     """How a click becomes a mask.
 
-    ``window``: side of the first window in post-processing pixels (0: the weights' tile
-    size); ``snap_px``: a click takes an object within this distance (post-processing
-    pixels), and the fallback disc has this radius; ``group_px``: evidence pieces this close
-    are one object (a crack's dark line breaks into pieces); ``erase_px``: how far along the
-    object a negative click erases; ``max_grows``: how often the window may grow after the
-    object; ``margin``: share of the window kept around the clicks.
+    Shared with the learning-free click baseline: ``window``: side of the first window in
+    post-processing pixels (0: the weights' tile size); ``snap_px``: a click takes an object
+    within this distance (post-processing pixels), and the fallback disc has this radius;
+    ``group_px``: evidence pieces this close are one object (a crack's dark line breaks into
+    pieces); ``erase_px``: how far along the object a negative click erases; ``max_grows``:
+    how often the window may grow after the object; ``max_side``: the grown window's sides
+    at most this (post-processing pixels, 0: the frame); ``margin``: share of the window
+    kept around the clicks; ``fill``: close the answer with a disc of this radius and fill
+    its holes (blobs are drawn as one outline around patchy evidence; 0: off).
+
+    The classifier's part: ``cam_threshold`` and ``dilation`` of its region (``None``: the
+    weights' detector settings); ``region``: one of :data:`REGION_RULES` (module docstring);
+    ``evidence``: ``None``: the strict form of the weights' refinement evidence; a kind of
+    :data:`~defectcam.core.refine.EVIDENCE_KINDS`: that kind's strict form (weights without
+    a refinement, such as a pixel head's); ``"weights"``: the weights' refinement as the
+    detector uses it (its own sensitivity); ``"none"``: the region alone, closed.
     """
 
     window: int = 0
@@ -74,15 +96,49 @@ class InteractSettings:
     group_px: int = 6
     erase_px: int = 36
     max_grows: int = 6
+    max_side: int = 0
     margin: float = 0.25
+    fill: int = 0
+    cam_threshold: float | None = None
+    dilation: int | None = None
+    region: str = "cut"
+    evidence: str | None = None
 
     def __post_init__(self) -> None:
-        if min(self.window, self.group_px, self.max_grows) < 0 or min(
+        if min(self.window, self.group_px, self.max_grows, self.max_side, self.fill) < 0 or min(
                 self.snap_px, self.erase_px) < 1:
-            raise ValueError("window, group_px and max_grows must be >= 0, snap_px and "
-                             "erase_px >= 1")
+            raise ValueError("window, group_px, max_grows, max_side and fill must be >= 0, "
+                             "snap_px and erase_px >= 1")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.cam_threshold is not None and not 0.0 <= self.cam_threshold <= 1.0:
+            raise ValueError(f"cam_threshold must be in [0, 1], got {self.cam_threshold}")
+        if self.dilation is not None and self.dilation < 0:
+            raise ValueError(f"dilation must be >= 0, got {self.dilation}")
+        if self.region not in REGION_RULES:
+            raise ValueError(f"unknown region {self.region!r}; known: {', '.join(REGION_RULES)}")
+        if self.evidence not in (None, "none", "weights", *EVIDENCE_KINDS):
+            raise ValueError(f"unknown evidence {self.evidence!r}; known: none, weights, "
+                             f"{', '.join(EVIDENCE_KINDS)}")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> InteractSettings:
+        """Settings from a sidecar's ``interact`` dict (missing keys: the defaults).
+
+        Args:
+            data: key -> value, or ``None``.
+
+        Returns:
+            The settings; ``ValueError`` naming an unknown key or a bad value.
+        """
+        data = dict(data or {})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown interact settings {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -132,35 +188,68 @@ def interact(predictor: DefectMapPredictor, image: np.ndarray, clicks: Clicks, *
     """The mask of the defect the ``clicks`` point at on ``image`` ((H, W, 3) uint8 RGB).
 
     Args:
-        predictor: the label's classifier; its weights give the CAM threshold, the
+        predictor: the label's classifier; its weights give the interactor's settings
+            (sidecar ``interact``) and, for what those leave open, the CAM threshold, the
             refinement's evidence kind (used in its strict form) and dilation, and, for
             weights without evidence, the closing.
         image: the frame, upright RGB.
         clicks: points (and box) in frame pixels; they must lie inside the frame.
         iterations: AdvCAM steps (``None``: the weights').
-        cam_threshold: binarisation of the map (``None``: the weights').
-        settings: window, snapping and growth (:class:`InteractSettings`).
+        cam_threshold: binarisation of the map (``None``: the settings', then the weights').
+        settings: window, snapping, growth and region rule (``None``: the weights'
+            :attr:`~defectcam.core.weights.WeightsMetadata.interact`).
 
     Returns:
         :class:`InteractResult` in frame pixels.
     """
     m = predictor.metadata
-    threshold = m.cam_threshold if cam_threshold is None else cam_threshold
-    refinement = Refinement.from_dict(m.refinement)
-    strict = STRICT_EVIDENCE.get(refinement.evidence)
-
-    def candidates(window: np.ndarray) -> list[tuple[str, np.ndarray | None]]:
-        region = binarize_map(predictor.predict(window, iterations).cam_map, threshold)
-        if strict is None:
-            return [("model", close_mask(region, m.closing_size)), ("map", region)]
-        evidence = strict.evidence_map(window)
-        return [("model", evidence & grow(region, refinement.dilation)),
-                ("evidence", evidence), ("map", region)]
-
+    settings = settings or InteractSettings.from_dict(m.interact)
+    candidates = model_candidates(predictor, settings, iterations, cam_threshold)
     height, width = image.shape[:2]
     factor = working_factor(width, height, 1.0, m.working_max_side)
-    return click_mask(image, clicks, candidates, m.label, factor,
-                      settings or InteractSettings(), default_window=m.tile_size)
+    return click_mask(image, clicks, candidates, m.label, factor, settings,
+                      default_window=m.tile_size)
+
+
+def model_candidates(predictor: DefectMapPredictor, settings: InteractSettings,
+                     iterations: int | None = None, cam_threshold: float | None = None
+                     ) -> Candidates:
+    """The classifier's candidates for :func:`click_mask`: its region combined with the
+    evidence as ``settings`` say, then the evidence alone, then the region alone.
+
+    Args:
+        predictor: anything with ``metadata`` and ``predict(window, iterations).cam_map``
+            (a cache of maps in the settings' search).
+        settings: the region rule, threshold, dilation and evidence.
+        iterations: AdvCAM steps (``None``: the weights').
+        cam_threshold: overrides the settings' and the weights' threshold.
+
+    Returns:
+        The window -> candidates function.
+    """
+    m = predictor.metadata
+    threshold = next(t for t in (cam_threshold, settings.cam_threshold, m.cam_threshold)
+                     if t is not None)
+    refinement = Refinement.from_dict(m.refinement)
+    dilation = refinement.dilation if settings.dilation is None else settings.dilation
+    if settings.evidence == "weights":
+        strict = refinement if refinement.active else None
+    elif settings.evidence != "none":
+        strict = STRICT_EVIDENCE.get(settings.evidence or refinement.evidence)
+    else:
+        strict = None
+
+    def candidates(window: np.ndarray) -> list[Candidate]:
+        region = binarize_map(predictor.predict(window, iterations).cam_map, threshold)
+        if strict is None:
+            return [("model", close_mask(region, m.closing_size), None), ("map", region, None)]
+        evidence = strict.evidence_map(window)
+        near = grow(region, dilation)
+        joins = near if settings.region == "component" else None
+        return [("model", evidence & near, joins), ("evidence", evidence, None),
+                ("map", region, None)]
+
+    return candidates
 
 
 # --------------------------------------------------------------------------- any candidates
@@ -189,6 +278,7 @@ def click_mask(image: np.ndarray, clicks: Clicks, candidates: Candidates, label:
     height, width = image.shape[:2]
     side = max(8, round((settings.window or default_window) / factor))
     window = _first_window(clicks, side, settings.margin, width, height)
+    cap = max(side, round(settings.max_side / factor)) if settings.max_side else 0
     grows = settings.max_grows if clicks.box is None else 0
     windows = 0
     while True:
@@ -197,7 +287,10 @@ def click_mask(image: np.ndarray, clicks: Clicks, candidates: Candidates, label:
         touched = _open_sides(mask, window, width, height)
         if not touched or windows > grows:
             break
-        window = _grown(window, touched, side, width, height)
+        grown = _grown(window, touched, side, width, height, cap)
+        if grown == window:
+            break
+        window = grown
     x1, y1 = window[0], window[1]
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
@@ -260,17 +353,24 @@ def _window_mask(image: np.ndarray, window: tuple[int, int, int, int], clicks: C
     fallback = np.zeros((small_h, small_w), np.uint8)
     for x, y in positive:
         cv2.circle(fallback, (x, y), settings.snap_px, 1, thickness=-1)
-    sources = [(kind, mask) for kind, mask in candidates(small)
-               if mask is not None and mask.any()] + [(SOURCES[-1], fallback.astype(bool))]
+    sources = [(kind, mask, joins) for kind, mask, joins in candidates(small)
+               if mask is not None and mask.any()]
+    sources.append((SOURCES[-1], fallback.astype(bool), None))
     chosen, taken = np.zeros((small_h, small_w), bool), []
+    joined = np.zeros((small_h, small_w), bool)
     for point in positive:  # each click takes the most informed source with an object near it
-        for kind, mask in sources:
-            obj = select_object(mask, [point], (), settings)
+        for kind, mask, joins in sources:
+            obj = select_object(mask, [point], (), settings, joins=joins)
             if obj is not None:
                 chosen |= obj
                 taken.append(kind)
+                if joins is not None:
+                    joined |= joins
                 break
-    chosen = erase_negatives(chosen, positive, negative, settings)
+    if settings.fill:
+        chosen = filled(chosen, settings.fill)
+    chosen = erase_negatives(chosen, positive, negative, settings,
+                             joins=joined if joined.any() else None)
     source = min(taken, key=SOURCES.index)
     if chosen.shape != crop.shape[:2]:
         chosen = cv2.resize(chosen.astype(np.uint8), (x2 - x1, y2 - y1),
@@ -280,16 +380,20 @@ def _window_mask(image: np.ndarray, window: tuple[int, int, int, int], clicks: C
 
 def select_object(candidates: np.ndarray, positive: Sequence[tuple[int, int]],
                   negative: Sequence[tuple[int, int]] = (),
-                  settings: InteractSettings | None = None) -> np.ndarray | None:
+                  settings: InteractSettings | None = None,
+                  joins: np.ndarray | None = None) -> np.ndarray | None:
     """The pixels of ``candidates`` (boolean) that form the object the positive clicks point
     at: per click the nearest object within ``snap_px`` (pieces within ``group_px`` of each
-    other are one object), less what the negative clicks erase (:func:`erase_negatives`).
+    other, or in one piece of ``joins``, are one object), less what the negative clicks
+    erase (:func:`erase_negatives`).
 
     Args:
         candidates: boolean mask to choose from.
         positive: (x, y) pixel positions of the positive clicks.
         negative: (x, y) pixel positions of the negative clicks.
         settings: snapping, grouping and erasing (:class:`InteractSettings`).
+        joins: boolean mask (same size) whose connected pieces each make one object of
+            the candidates' pieces inside them (the classifier's region); ``None``: none.
 
     Returns:
         A boolean mask of the object, or ``None`` when no positive click reaches one.
@@ -297,6 +401,8 @@ def select_object(candidates: np.ndarray, positive: Sequence[tuple[int, int]],
     settings = settings or InteractSettings()
     candidates = np.asarray(candidates, dtype=bool)
     grouped = grow(candidates, settings.group_px) if settings.group_px else candidates
+    if joins is not None:
+        grouped = grouped | np.asarray(joins, dtype=bool)
     _, labels = cv2.connectedComponents(grouped.astype(np.uint8), connectivity=8)
     reach = settings.snap_px + settings.group_px
     chosen = {label for x, y in positive if (label := _nearest_label(labels, x, y, reach))}
@@ -308,18 +414,35 @@ def select_object(candidates: np.ndarray, positive: Sequence[tuple[int, int]],
 
 
 def erase_negatives(obj: np.ndarray, positive: Sequence[tuple[int, int]],
-                    negative: Sequence[tuple[int, int]], settings: InteractSettings
-                    ) -> np.ndarray:
-    """``obj`` without what the negative clicks erase: the pixels that, along ``obj``, lie
-    nearer to a negative click than to every positive one and within ``settings.erase_px``
-    of it (a local eraser: a negative click on a branch does not cut a long crack in half),
-    then only the pieces the positive clicks still reach."""
+                    negative: Sequence[tuple[int, int]], settings: InteractSettings,
+                    joins: np.ndarray | None = None) -> np.ndarray:
+    """``obj`` without what the negative clicks erase, then only the pieces the positive
+    clicks still reach (pieces within ``group_px``, or in one piece of ``joins``, are one).
+
+    A negative click on a piece that holds no positive click takes that whole piece away (it
+    says "not this one"); on the clicked piece itself it erases locally: the pixels that,
+    along ``obj``, lie nearer to it than to every positive click and within
+    ``settings.erase_px`` of it (a negative click on a branch does not cut a long crack in
+    half)."""
     if not negative or not obj.any():
         return obj
-    obj = obj & (_territory(obj, positive, negative, settings.erase_px) != 2)
+    reach = settings.snap_px + settings.group_px
     grouped = grow(obj, settings.group_px) if settings.group_px else obj
     _, pieces = cv2.connectedComponents(grouped.astype(np.uint8), connectivity=8)
-    reach = settings.snap_px + settings.group_px
+    clicked = {label for x, y in positive if (label := _nearest_label(pieces, x, y, reach))}
+    local = []
+    for x, y in negative:
+        label = _nearest_label(pieces, x, y, reach)
+        if label and label not in clicked:
+            obj = obj & (pieces != label)
+        else:
+            local.append((x, y))
+    if local and obj.any():
+        obj = obj & (_territory(obj, positive, local, settings.erase_px) != 2)
+    grouped = grow(obj, settings.group_px) if settings.group_px else obj
+    if joins is not None:
+        grouped = grouped | joins
+    _, pieces = cv2.connectedComponents(grouped.astype(np.uint8), connectivity=8)
     keep = {label for x, y in positive if (label := _nearest_label(pieces, x, y, reach))}
     return obj & np.isin(pieces, sorted(keep))
 
@@ -391,13 +514,28 @@ def _open_sides(mask: np.ndarray, window: tuple[int, int, int, int], width: int,
 
 
 def _grown(window: tuple[int, int, int, int], sides: Sequence[str], step: int, width: int,
-           height: int) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = window
-    return (max(0, x1 - step) if "left" in sides else x1,
-            max(0, y1 - step) if "top" in sides else y1,
-            min(width, x2 + step) if "right" in sides else x2,
-            min(height, y2 + step) if "bottom" in sides else y2)
+           height: int, cap: int = 0) -> tuple[int, int, int, int]:
+    """``window`` grown by ``step`` on ``sides``, each axis to at most ``cap`` px (0: the
+    frame); an axis already longer than ``cap`` keeps its length."""
+    x1, x2 = _grown_axis(window[0], window[2], "left" in sides, "right" in sides, step,
+                         width, cap)
+    y1, y2 = _grown_axis(window[1], window[3], "top" in sides, "bottom" in sides, step,
+                         height, cap)
+    return x1, y1, x2, y2
 
 
-__all__ = ["SOURCES", "Clicks", "InteractResult", "InteractSettings", "click_mask", "interact",
+def _grown_axis(low: int, high: int, to_low: bool, to_high: bool, step: int, limit: int,
+                cap: int) -> tuple[int, int]:
+    by_low = min(low, step) if to_low else 0
+    by_high = min(limit - high, step) if to_high else 0
+    if cap:
+        room = max(0, cap - (high - low))
+        if by_low + by_high > room:  # share what is left between the two sides
+            by_low = min(by_low, room - min(by_high, room // 2))
+            by_high = min(by_high, room - by_low)
+    return low - by_low, high + by_high
+
+
+__all__ = ["REGION_RULES", "SOURCES", "Candidate", "Candidates", "Clicks", "InteractResult",
+           "InteractSettings", "click_mask", "erase_negatives", "interact", "model_candidates",
            "select_object"]

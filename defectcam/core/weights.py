@@ -98,6 +98,11 @@ class WeightsMetadata:
     #: ``pixel`` (the pixel head's probability, trained on pseudo-masks and annotated masks;
     #: the tensors then hold ``pixel_head``). Sidecars written before this field: ``cam``.
     serves: str = "cam"
+    #: The click interactor's settings for this classifier
+    #: (``defectcam.core.interact.InteractSettings`` as a dict, chosen on training photos by
+    #: ``scripts/interact_grid.py``; empty: its defaults, which fall back to the detector's
+    #: threshold and refinement).
+    interact: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -145,6 +150,13 @@ class WeightsMetadata:
             Refinement.from_dict(data.get("refinement"))
         except (TypeError, ValueError) as err:
             raise WeightsError(f"{source}: bad refinement {data.get('refinement')!r}: {err}"
+                               ) from None
+        from defectcam.core.interact import InteractSettings  # it imports this module
+
+        try:
+            InteractSettings.from_dict(data.get("interact"))
+        except (TypeError, ValueError) as err:
+            raise WeightsError(f"{source}: bad interact {data.get('interact')!r}: {err}"
                                ) from None
         return cls(**data)
 

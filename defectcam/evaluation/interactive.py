@@ -11,15 +11,17 @@ Figures per round: instance IoU (plain and boundary-tolerant, as ``metrics`` def
 the paper's Eq. 3 saving from those IoUs (every instance gets a click, so recall is the
 annotator's and N counts every instance), and seconds per click.
 
-Methods: ``interactor`` (:func:`defectcam.core.interact.interact`, the function's own code)
-and ``click-baseline``: the learning-free evidence rule of ``evaluation.baselines`` chosen
-from the very same click with the very same window, snapping and growth, no model.
+Methods: ``interactor`` (:func:`defectcam.core.interact.interact`, the function's own code,
+with the weights' interactor settings) and ``click-baseline``: the learning-free evidence rule
+of ``evaluation.baselines`` chosen from the very same click with the very same window,
+snapping, growth and fill (:func:`shared_settings`), no model.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -126,16 +128,37 @@ def model_method(proposer: DefectProposer, label: str, iterations: int | None = 
                                           settings=settings)
 
 
+def shared_settings(settings: InteractSettings) -> InteractSettings:
+    """``settings`` less the classifier's part: what the click baseline runs with (window,
+    snapping, grouping, erasing, growth and fill)."""
+    defaults = InteractSettings()
+    return replace(settings, cam_threshold=defaults.cam_threshold, dilation=defaults.dilation,
+                   region=defaults.region, evidence=defaults.evidence)
+
+
 def baseline_method(label: str, window: int, working_max_side: int = 0,
                     settings: InteractSettings | None = None) -> Method:
     """The click baseline: the defect's learning-free evidence rule on the same window, at
-    the same size (``working_max_side``) as the interactor of that label."""
+    the same size (``working_max_side``) and with the same shared settings
+    (:func:`shared_settings`) as the interactor of that label.
+
+    Args:
+        label: the defect (its rule: ``evaluation.baselines``).
+        window: the first window's side when the settings give none (the weights' tile).
+        working_max_side: the weights' working longer side (0: the frame's pixels).
+        settings: the interactor's settings (their classifier part is ignored).
+
+    Returns:
+        The method.
+    """
+    shared = shared_settings(settings or InteractSettings())
 
     def run(image: np.ndarray, clicks: Clicks) -> InteractResult:
         height, width = image.shape[:2]
         factor = working_factor(width, height, 1.0, working_max_side)
-        return click_mask(image, clicks, lambda small: [("evidence", baseline_map(small, label))],
-                          label, factor, settings, default_window=window)
+        return click_mask(image, clicks,
+                          lambda small: [("evidence", baseline_map(small, label), None)],
+                          label, factor, shared, default_window=window)
 
     return run
 
@@ -205,6 +228,10 @@ def render_markdown(summary: dict, config: dict) -> str:
     lines = ["# Interactive evaluation (simulated clicks)", "",
              f"Data: {config['data']}. {config['protocol']}", "",
              f"Click baseline rules: {config['baseline_rules']}", "",
+             *(["Interactor settings (weights' sidecars): "
+                + "; ".join(f"{label}: {json.dumps(values, sort_keys=True)}"
+                            for label, values in config["interact_settings"].items()), ""]
+               if config.get("interact_settings") else []),
              "| defect | method | clicks | instances | mean IoU | mean tolerant IoU | "
              "Eq. 3 saving | s / click | answers from |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -226,4 +253,4 @@ def baseline_rules(labels: Sequence[str]) -> str:
 
 __all__ = ["CLICK_BASELINE", "INTERACTOR", "ClickOutcome", "InteractiveRun",
            "baseline_method", "corrective_click", "evaluate_interactive", "interior_point",
-           "model_method", "render_markdown"]
+           "model_method", "render_markdown", "shared_settings"]

@@ -77,7 +77,8 @@ class InteractorService:
         self.model_version = model_version_of(proposer)
         self.log = log
         self.logger = logger
-        self.interact_settings = interact_settings or InteractSettings()
+        #: ``None``: each label's weights' own settings (their sidecar's ``interact``).
+        self.interact_settings = interact_settings
 
     @classmethod
     def from_settings(cls, settings: Settings, logger: Any = None) -> InteractorService:

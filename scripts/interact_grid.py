@@ -1,0 +1,151 @@
+"""Choose a defect's click-interactor settings (sidecar ``interact``) on TRAINING-split photos.
+
+    python scripts/interact_grid.py spalling --limit 40 --out runs/interact-grid/spalling.json
+    python scripts/interact_grid.py spalling --limit 40 --out ... --write   # into the sidecar
+
+The validation split is never looked at: the reported figures come from ``defectcam evaluate
+--interactive`` on the validation split. Every candidate runs the evaluation's own simulated
+clicks (``evaluate_interactive``: one click at each instance's most interior point, a second
+where the answer was most wrong) with the interactor's own code, beside the click baseline
+with the same shared settings (window, snapping, growth, fill). The classifier's map of a
+window is computed once and cached in memory, so the grid costs the classifier's passes once.
+
+Grid: the region rule (``cut``, ``component``), the region's threshold and dilation, the fill
+(shared with the baseline). Settings for speed (``max_grows``, ``max_side``) are given, not
+searched. Score (higher is better): the mean over the click rounds of the interactor's
+tolerant IoU and Eq. 3 saving; a candidate that does not beat the baseline on both after
+every round ranks below any that does. The chosen settings are printed as JSON, written with
+the whole grid to ``--out``, and with ``--write`` into ``weights/<defect>.json`` (``interact``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from defectcam.core.interact import InteractSettings, interact
+from defectcam.core.proposer import DefectProposer
+from defectcam.evaluation import interactive as ia
+from defectcam.evaluation.run import folder_items
+from defectcam.evaluation.timesave import GroupThresholds
+
+REPO = Path(__file__).resolve().parents[1]
+#: Values searched (``--grid key=v1,v2`` replaces one); evidence ``null``: the strict form of
+#: the weights' evidence, ``weights``: the detector's own.
+GRID = {"region": ("cut", "component"), "cam_threshold": (0.2, 0.3, 0.5),
+        "dilation": (0, 16, 48), "fill": (0, 8), "evidence": (None, "weights")}
+
+
+class CachedMaps:
+    """A predictor whose maps are remembered per window (same pixels, same T: same map)."""
+
+    def __init__(self, predictor) -> None:
+        self.predictor = predictor
+        self.metadata = predictor.metadata
+        self.maps: dict = {}
+
+    def predict(self, window: np.ndarray, iterations: int | None = None):
+        key = (window.shape, iterations, hashlib.blake2b(window.tobytes(), digest_size=16)
+               .hexdigest())
+        if key not in self.maps:
+            self.maps[key] = self.predictor.predict(window, iterations)
+        return self.maps[key]
+
+
+def figures(summary: dict, method: str, label: str) -> dict:
+    rounds = summary[method][label]
+    return {rnd: {"iou_tolerant": row["mean_iou_tolerant"], "eq3": row["eq3"]["saving"],
+                  "seconds": row["seconds_per_click"], "instances": row["instances"]}
+            for rnd, row in rounds.items()}
+
+
+def score(mine: dict, base: dict) -> tuple[bool, float]:
+    beats = all(mine[r]["iou_tolerant"] > base[r]["iou_tolerant"]
+                and mine[r]["eq3"] > base[r]["eq3"] for r in mine)
+    return beats, float(np.mean([(mine[r]["iou_tolerant"] + mine[r]["eq3"]) / 2 for r in mine]))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("defect", choices=("crack", "spalling", "rust"))
+    p.add_argument("--weights", type=Path, default=REPO / "weights")
+    p.add_argument("--limit", type=int, default=40, help="training photos")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-side", type=int, default=1024)
+    p.add_argument("--max-instances", type=int, default=3)
+    p.add_argument("--min-instance-area", type=int, default=64)
+    p.add_argument("--max-grows", type=int, default=None, help="given, not searched")
+    p.add_argument("--max-window", type=int, default=None,
+                   help="max_side: the grown window's side (post-processing px), given")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="values of one searched setting (JSON each: null, 0.3, \"cut\")")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--write", action="store_true", help="write the choice into the sidecar")
+    args = p.parse_args()
+
+    grid = dict(GRID)
+    for spec in args.grid:
+        key, _, values = spec.partition("=")
+        if key not in GRID:
+            p.error(f"--grid: unknown setting {key!r}; known: {', '.join(GRID)}")
+        grid[key] = tuple(json.loads(v) if v[:1] in "0123456789n-" else v
+                          for v in values.split(","))
+    proposer = DefectProposer.from_weights(args.weights, precision="fp32")
+    predictor = CachedMaps(proposer.predictors[args.defect])
+    md = predictor.metadata
+    items = folder_items([args.defect], "train", limit=args.limit, seed=args.seed)
+    base = InteractSettings.from_dict(md.interact)
+    fixed = {k: v for k, v in (("max_grows", args.max_grows), ("max_side", args.max_window))
+             if v is not None}
+    base = replace(base, **fixed)
+    thresholds = GroupThresholds()
+    rows = []
+    baselines: dict[int, dict] = {}
+    started = time.time()
+    for values in itertools.product(*grid.values()):
+        settings = replace(base, **dict(zip(grid, values, strict=True)))
+        methods = {ia.INTERACTOR: {args.defect: lambda image, clicks, s=settings: interact(
+            predictor, image, clicks, settings=s)}}
+        if settings.fill not in baselines:
+            methods[ia.CLICK_BASELINE] = {args.defect: ia.baseline_method(
+                args.defect, md.tile_size, md.working_max_side, settings)}
+        run = ia.evaluate_interactive(items, methods, args.max_side, 2, args.max_instances,
+                                      args.min_instance_area, seed=0)
+        summary = run.summary(thresholds)
+        if ia.CLICK_BASELINE in methods:
+            baselines[settings.fill] = figures(summary, ia.CLICK_BASELINE, args.defect)
+        mine = figures(summary, ia.INTERACTOR, args.defect)
+        beats, value = score(mine, baselines[settings.fill])
+        rows.append({"settings": settings.to_dict(), "interactor": mine,
+                     "baseline": baselines[settings.fill], "beats_baseline": beats,
+                     "score": value})
+        print(f"{dict(zip(grid, values, strict=True))}: score {value:.4f} beats {beats} "
+              f"({time.time() - started:.0f} s)", flush=True)
+    best = max(rows, key=lambda row: (row["beats_baseline"], row["score"]))
+    chosen = {k: v for k, v in best["settings"].items()
+              if v != InteractSettings().to_dict()[k]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "defect": args.defect, "weights_sha256": md.sha256, "split": "train",
+        "images": len(items), "seed": args.seed, "max_side": args.max_side,
+        "grid": grid, "fixed": fixed, "chosen": chosen, "best": best, "rows": rows}, indent=1)
+        + "\n")
+    print(json.dumps({"interact": chosen}))
+    if args.write:
+        sidecar = args.weights / f"{args.defect}.json"
+        data = json.loads(sidecar.read_text())
+        data["interact"] = chosen
+        sidecar.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"-> {sidecar}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
