@@ -106,16 +106,57 @@ def _split_runs(runs: dict) -> tuple[dict | None, dict | None]:
 ROUNDS_HEADING = "## The annotation loop, round by round"
 
 
-def rounds_section(loop: Path) -> list[str]:
-    """The card's last section: what a round is, and the table of rounds."""
-    return [f"{ROUNDS_HEADING} (`scripts/annotation_rounds.py`)", "",
-            "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
-            "Round k: the round k-1 model proposed on batch k (its saving there is the "
-            "team's), the finished batch and the feedback clicks trained round k. "
-            "Validation: `defectcam evaluate --split val --limit 60 --other-sources 10 "
-            "--max-side 1024`, the learning-free baseline in the same run. These models are "
-            "not shipped yet (the shipped weights are the click stage above).", "",
-            *rounds_rows(loop), ""]
+def rounds_section(loop: Path, figure: Path | None = None) -> list[str]:
+    """The card's last section: what a round is, the curve per defect (drawn to ``figure``,
+    beside the card) and the table of rounds."""
+    lines = [f"{ROUNDS_HEADING} (`scripts/annotation_rounds.py`)", "",
+             "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
+             "Round k: the round k-1 model proposed on batch k (its saving there is the "
+             "team's), the finished batch and the feedback clicks trained round k. "
+             "Validation: `defectcam evaluate --split val --limit 60 --other-sources 10 "
+             "--max-side 1024`, the learning-free baseline in the same run, each round's model "
+             "as the loop wrote it (no working longer side). Shipped: spalling's round 1 "
+             "(with a working longer side of 384 px, figures above); crack and rust ship their "
+             "click stage.", ""]
+    if figure is not None and rounds_figure(loop, figure):
+        lines += [f"![validation Eq. 3 and edit-cost saving per round]({figure.name})", ""]
+    return lines + [*rounds_rows(loop), ""]
+
+
+def rounds_figure(loop: Path, path: Path) -> bool:
+    """Validation Eq. 3 and edit-cost saving per round and defect, the baseline dashed;
+    False when no round has been validated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {}
+    for rounds_file in sorted(loop.glob("*/rounds.json")):
+        rounds = json.loads(rounds_file.read_text())
+        points = [(int(k), *_split_runs(r["val"])) for k, r in rounds.items() if r.get("val")]
+        if points:
+            series[rounds_file.parent.name] = sorted(points, key=lambda p: p[0])
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
+    for ax, (defect, points) in zip(axes[0], series.items(), strict=True):
+        ks = [p[0] for p in points]
+        for key, colour, name in (("eq3", "tab:blue", "Eq. 3"),
+                                  ("edit_cost", "tab:orange", "edit-cost")):
+            ax.plot(ks, [100 * p[1][key] for p in points], "o-", color=colour, label=name)
+            if points[0][2]:
+                ax.axhline(100 * points[0][2][key], color=colour, ls="--", lw=1,
+                           label=f"{name}, baseline")
+        ax.set_title(defect)
+        ax.set_xlabel("round")
+        ax.set_xticks(ks)
+        ax.set_ylabel("saving on validation (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def rounds_rows(loop: Path) -> list[str]:
@@ -173,7 +214,9 @@ def main() -> None:
         if args.experiments.is_file():
             kept = kept.split("\n## Experiments", 1)[0].rstrip() + "\n\n" + \
                 args.experiments.read_text().rstrip()
-        card.write_text(kept.rstrip() + "\n\n" + "\n".join(rounds_section(args.rounds)) + "\n")
+        card.write_text(kept.rstrip() + "\n\n"
+                        + "\n".join(rounds_section(args.rounds, args.weights / "rounds.png"))
+                        + "\n")
         print(f"wrote the experiments and rounds of {card}")
         return
     quality, notes = quality_rows(args.eval)
@@ -184,7 +227,7 @@ def main() -> None:
     if args.experiments.is_file():
         text += [args.experiments.read_text().rstrip(), ""]
     if args.rounds is not None:
-        text += rounds_section(args.rounds)
+        text += rounds_section(args.rounds, args.weights / "rounds.png")
     card.write_text("\n".join(text) + "\n")
     print(f"wrote {args.weights / 'README.md'}")
 

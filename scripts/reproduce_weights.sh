@@ -20,11 +20,12 @@ runs=$(realpath -m "${RUNS:-runs}")
 # anew; then 96 px crops at a working longer side of 1024 px, 3 per click, bf16, 30 epochs of
 # 50 steps; the best held-apart F1 was epoch 28's).
 # The shipped spalling is the second stage's round 1 (started from that click classifier),
-# served at a working longer side of 384 px chosen on training photos (model card).
+# served at a working longer side of 384 px chosen on training photos (model card); the
+# shipped crack is its round 3.
 case "$defect" in
   spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 d_rounds=1 ;;
   rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 d_rounds=0 ;;
-  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 d_rounds=0 ;;
+  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 d_rounds=3 ;;
 esac
 rounds=${ROUNDS:-$d_rounds}
 crop=${CROP:-$d_crop}
@@ -60,9 +61,13 @@ chosen = {
         "evidence": "rust-colour", "dilation": 16, "kernel_px": 15, "k": 70}},
     "rust": {"iterations": 0, "cam_threshold": 0.3, "confidence": "near-peak", "refinement": {
         "evidence": "rust-colour", "dilation": 128, "kernel_px": 15, "k": 70, "keep": "pixels",
-        "fill": 0}},
+        "fill": 0}, "interact": {"max_grows": 2, "max_side": 1024}},
     # second-stage models serve their pixel map; only the working size is chosen afterwards
-    "spalling-pixels": {"working_max_side": 384},
+    # interact: the click interactor's settings (scripts/interact_grid.py on training photos)
+    "spalling-pixels": {"working_max_side": 384, "interact": {
+        "cam_threshold": 0.3, "dilation": 0, "evidence": "rough-dark", "fill": 8,
+        "max_side": 2048}},
+    "crack-pixels": {"interact": {"cam_threshold": 0.3, "dilation": 16, "max_side": 2048}},
 }[setting]
 meta = json.load(open(path))
 meta.update(chosen)
