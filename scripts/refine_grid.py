@@ -39,20 +39,24 @@ from defectcam.evaluation.run import folder_items, load_item
 REPO = Path(__file__).resolve().parents[1]
 EVIDENCE = {"crack": "dark-lines", "rust": "rust-colour", "spalling": "rough-dark"}
 #: The evidence kinds a defect's search may pick (its own, and the baseline's strict rule).
-EVIDENCE_CHOICES = {"crack": ("dark-lines", "dark-lines-otsu"), "rust": ("rust-colour",),
-                    "spalling": ("rough-dark", "rough-dark-otsu")}
+#: ``none``: the map alone (a pixel head's own outline).
+EVIDENCE_CHOICES = {"crack": ("dark-lines", "dark-lines-otsu", "none"),
+                    "rust": ("rust-colour", "none"),
+                    "spalling": ("rough-dark", "rough-dark-otsu", "none")}
 #: Values each setting may take (the search starts from the weights' current sidecar).
 CHOICES = {
     "cam_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
     "dilation": (0, 8, 16, 32, 48, 64, 96, 128),
     "keep": ("pixels", "components"),
     "fill": (0, 8, 16, 32),
-    "confidence": ("peak", "near-peak"),
+    "confidence": ("peak", "near-peak", "mean"),
+    "min_area": (16, 32, 64, 128, 256),
     "kernel_px": {"dark-lines": (15, 21, 31), "rough-dark": (9, 15, 25), "rust-colour": (15,),
-                  "dark-lines-otsu": (15, 21, 31), "rough-dark-otsu": (9, 15, 25)},
+                  "dark-lines-otsu": (15, 21, 31), "rough-dark-otsu": (9, 15, 25),
+                  "none": (15,)},
     "k": {"dark-lines": (1.0, 1.5, 2.0, 2.5), "rough-dark": (0.5, 1.0, 1.5),
           "rust-colour": (40, 55, 70, 90), "dark-lines-otsu": (1.5, 2.0),
-          "rough-dark-otsu": (1.0,)},
+          "rough-dark-otsu": (1.0,), "none": (1.5,)},
 }
 
 
@@ -61,15 +65,18 @@ class Candidate:
     cam_threshold: float
     refinement: Refinement
     confidence: str
+    min_area: int
 
     def label(self) -> str:
         r = self.refinement
         return (f"{r.evidence} t={self.cam_threshold:g} d={r.dilation} keep={r.keep} "
-                f"kernel={r.kernel_px} k={r.k:g} fill={r.fill} conf={self.confidence}")
+                f"kernel={r.kernel_px} k={r.k:g} fill={r.fill} conf={self.confidence} "
+                f"min_area={self.min_area}")
 
     def sidecar(self) -> dict:
         return {"cam_threshold": self.cam_threshold, "confidence": self.confidence,
-                "refinement": self.refinement.to_dict()}
+                "min_area": self.min_area,
+                "refinement": self.refinement.to_dict() if self.refinement.active else {}}
 
 
 def main() -> None:
@@ -90,8 +97,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write every measured row here (markdown)")
     p.add_argument("--start", type=json.loads, default=None,
                    help="start the search here instead of at the weights' sidecar: JSON with "
-                        "cam_threshold, confidence and refinement, as the search prints (a "
-                        "coordinate search finds the optimum nearest its start)")
+                        "cam_threshold, confidence, min_area and refinement, as the search "
+                        "prints (a coordinate search finds the optimum nearest its start)")
     args = p.parse_args()
 
     proposer = DefectProposer.from_weights(args.weights)
@@ -117,6 +124,8 @@ def main() -> None:
 
     def evidence_of(r: Refinement) -> list[np.ndarray]:
         key = (r.evidence, r.kernel_px, r.k)
+        if not r.active:
+            return [None] * len(loaded)
         if key not in evidence_cache:
             evidence_cache[key] = [r.evidence_map(data.image) for _, data, _ in loaded]
         return evidence_cache[key]
@@ -146,11 +155,14 @@ def main() -> None:
             ev = evidence_of(c.refinement)
 
             def propose(i, image, cam):
-                binary = close_mask(c.refinement.fit(binarize_map(cam, c.cam_threshold), ev[i]),
-                                    meta.closing_size)
+                region = binarize_map(cam, c.cam_threshold)
+                if c.refinement.active:
+                    region = c.refinement.fit(region, ev[i])
+                binary = close_mask(region, meta.closing_size)
                 scores = c.refinement.score_map(cam) if c.confidence == "near-peak" else cam
-                return [q for q in mask_to_proposals(binary, args.defect, meta.min_area,
-                                                     score_map=scores)
+                return [q for q in mask_to_proposals(binary, args.defect, c.min_area,
+                                                     score_map=scores,
+                                                     mean_confidence=c.confidence == "mean")
                         if q.confidence >= DEFAULT_MIN_CONFIDENCE]
 
             row = measure(propose)
@@ -162,24 +174,29 @@ def main() -> None:
     print(f"{'baseline':70s} {fmt(base)}", flush=True)
     start = args.start or {"cam_threshold": meta.cam_threshold, "confidence": meta.confidence,
                            "refinement": meta.refinement}
-    current = Refinement.from_dict(start["refinement"]) if start["refinement"] else Refinement(
-        EVIDENCE[args.defect], 16)
+    # A pixel head's sidecar holds no refinement: it starts from its own map alone.
+    current = (Refinement.from_dict(start["refinement"])
+               if start["refinement"] or meta.serves == "pixel"
+               else Refinement(EVIDENCE[args.defect], 16))
     best = Candidate(start["cam_threshold"], current,
-                     start["confidence"] if start["confidence"] != "tile" else "peak")
+                     start["confidence"] if start["confidence"] != "tile" else "peak",
+                     start.get("min_area", meta.min_area))
     improved = True
     while improved:
         improved = False
         for name in ("cam_threshold", "dilation", "evidence", "k", "kernel_px", "keep", "fill",
-                     "confidence"):
+                     "confidence", "min_area"):
             evidence = best.refinement.evidence
+            if evidence == "none" and name in ("dilation", "k", "kernel_px", "keep", "fill"):
+                continue  # the map alone: nothing to fit
             values = EVIDENCE_CHOICES[args.defect] if name == "evidence" else CHOICES[name]
             if isinstance(values, dict):
                 values = values[evidence]
             for value in values:
                 if name == "cam_threshold":
                     c = replace(best, cam_threshold=value)
-                elif name == "confidence":
-                    c = replace(best, confidence=value)
+                elif name in ("confidence", "min_area"):
+                    c = replace(best, **{name: value})
                 elif name == "evidence":  # a new kind starts from its own first k
                     c = replace(best, refinement=replace(best.refinement, evidence=value,
                                                          k=CHOICES["k"][value][0]))

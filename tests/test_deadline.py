@@ -418,9 +418,11 @@ def test_large_reaches_cover_the_exact_disc_and_little_more(radius) -> None:
     assert (near <= cv2.dilate(values, disc(int(radius * 1.25)))).all()
 
 
-def _shipped_proposer(tile_size: int = 128) -> DefectProposer:
+def _shipped_proposer(tile_size: int = 128, cam_threshold: float | None = None
+                      ) -> DefectProposer:
     """Untrained classifiers with the shipped weights' post-processing (weights/*.json:
-    refinement, confidence, thresholds, working size): what proposals cost is theirs."""
+    refinement, confidence, thresholds, working size): what proposals cost is theirs.
+    ``cam_threshold`` replaces the shipped thresholds (an untrained map's peaks are dots)."""
     import json
     from pathlib import Path
 
@@ -431,6 +433,8 @@ def _shipped_proposer(tile_size: int = 128) -> DefectProposer:
         shipped = json.loads(path.read_text())
         meta = WeightsMetadata(label=shipped["label"], tile_size=tile_size, tile_overlap=16,
                                iterations=0, **{k: shipped[k] for k in keys if k in shipped})
+        if cam_threshold is not None:
+            meta.cam_threshold = cam_threshold
         predictors.append(DefectMapPredictor(build_classifier(seed=seed), meta, "cpu"))
     return DefectProposer(predictors)
 
@@ -441,7 +445,9 @@ def test_a_large_frame_keeps_the_shapes_of_every_defect_that_ran() -> None:
     resort cut the proposals to each defect's largest. With the shipped post-processing and
     costs measured at start-up, a 6 MP frame under a small deadline is answered in time and
     every defect that ran tiles keeps all its proposals."""
-    proposer = _shipped_proposer()
+    # At the shipped threshold an untrained crack map's peaks are dots that a smaller
+    # post-processing side erases, and whether any shape is left depends on which tiles ran.
+    proposer = _shipped_proposer(cam_threshold=0.3)
     assert {"crack", "spalling", "rust"} == set(proposer.labels)
     costs = WorkCosts.measure(proposer)
     image = _photo(2000, 3000, seed=11, cracks=12)
@@ -459,7 +465,9 @@ def test_a_large_frame_keeps_the_shapes_of_every_defect_that_ran() -> None:
         made = [p for p in result.proposals if p.label == run.label]
         again = proposer.map_to_proposals(result.maps[run.label], None, image, run.post_side)
         assert len(made) == len(again), run.describe()  # nothing left out
-    assert len({p.label for p in result.proposals}) >= 2  # real shapes, not a token one
+    # Real shapes, not a token one per defect: a cut to each defect's largest would show.
+    assert len(result.proposals) > len({p.label for p in result.proposals}) >= 1, [
+        r.describe() for r in report.labels]
 
 
 def test_fair_times_give_the_same_time_and_run_small_defects_whole() -> None:
