@@ -9,6 +9,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import nuclio_sdk
@@ -24,6 +25,7 @@ from defectcam.core.interact import (
     click_mask,
     erase_negatives,
     interact,
+    model_candidates,
     select_object,
 )
 from defectcam.core.options import InteractOptions, Limits, OptionError
@@ -141,6 +143,39 @@ def test_a_region_joins_evidence_pieces_and_a_negative_takes_a_piece_away():
     # a negative click on the other piece says "not this one": all of it goes, not 20 px
     kept = erase_negatives(joined, [(20, 20)], [(95, 20)], settings, joins=region)
     assert kept[20, 20] and not kept[:, 70:100].any()
+
+
+class _FixedMap:
+    """A classifier whose map of every window is the one given (``model_candidates`` asks
+    only for ``metadata`` and ``predict(window, iterations).cam_map``)."""
+
+    def __init__(self, cam_map: np.ndarray) -> None:
+        self.metadata = WeightsMetadata(label="rust", tile_size=64, tile_overlap=16,
+                                        iterations=0, closing_size=0)
+        self.cam_map = cam_map
+
+    def predict(self, window, iterations=None):
+        return SimpleNamespace(cam_map=self.cam_map)
+
+
+def test_the_region_rules_cut_or_widen_the_evidence():
+    """``cut`` keeps the evidence inside the map's region; ``union`` also keeps the region
+    itself (a pixel head's outline where the colour rule sees nothing)."""
+    image = np.full((40, 100, 3), 150, np.uint8)
+    image[10:30, 10:40] = (180, 70, 20)  # rust colour: the evidence
+    cam = np.zeros((40, 100), np.float32)
+    cam[10:30, 30:70] = 1.0  # the map: overlaps the evidence at columns 30-39
+    masks = {}
+    for region in ("cut", "union"):
+        settings = InteractSettings(region=region, evidence="rust-colour", dilation=0,
+                                    cam_threshold=0.5)
+        kind, mask, _ = model_candidates(_FixedMap(cam), settings)(image)[0]
+        assert kind == "model"
+        masks[region] = mask
+    assert masks["cut"][20, 35] and not masks["cut"][20, 20] and not masks["cut"][20, 60]
+    assert masks["union"][20, 35] and masks["union"][20, 60] and not masks["union"][20, 20]
+    with pytest.raises(ValueError, match="unknown region"):
+        InteractSettings(region="everything")
 
 
 def test_fill_closes_the_answer_and_the_window_stops_at_max_side():

@@ -1,19 +1,20 @@
 """One click, one mask: what the interactor answers (CVAT's AI Tools > Interactors).
 
 The annotator clicks on a defect (positive points, optionally negative points and a box).
-The label's classifier runs on a *window* around the clicks only; its binarised map, grown by
-a dilation, says where the defect is and the image evidence says which pixels: by default the
-strict form of the weights' evidence (:data:`defectcam.core.refine.STRICT_EVIDENCE`, the
+The label's classifier runs on a *window* around the clicks only; its binarised map, grown
+by a dilation, says where the defect is and the image evidence says which pixels: by default
+the strict form of the weights' evidence (:data:`defectcam.core.refine.STRICT_EVIDENCE`, the
 learning-free baselines' rules: the click already says where, so the evidence need not be as
-sensitive as the detector's). How the two combine is :attr:`InteractSettings.region`: ``cut``
-keeps the evidence inside the region; ``component`` also makes the evidence pieces that lie
-in one piece of the region one object (a patch the evidence breaks into pieces comes back
-whole). The answer keeps the object the positive clicks point at, optionally closed and
-filled (``fill``), cut away from the negative clicks (pixels nearer, along the object, to a
-negative click than to every positive one). An object that reaches the window's border where
-the frame goes on (a crack running out of the window) makes the window grow by a window's
-side on that side and the mask is made again, up to ``max_grows`` times and ``max_side``
-pixels.
+sensitive as the detector's). How the two combine is :attr:`InteractSettings.region`:
+``cut`` keeps the evidence inside the region; ``component`` also makes the evidence pieces
+that lie in one piece of the region one object (a patch the evidence breaks into pieces
+comes back whole); ``union`` keeps the binarised map itself as well as the evidence inside
+the region (a pixel head's outline, widened where the evidence goes on). The answer keeps
+the object the positive clicks point at, optionally closed and filled (``fill``), cut away
+from the negative clicks (pixels nearer, along the object, to a negative click than to every
+positive one). An object that reaches the window's border where the frame goes on (a crack
+running out of the window) makes the window grow by a window's side on that side and the
+mask is made again, up to ``max_grows`` times and ``max_side`` pixels.
 
 The interactor's settings are per defect: the weights' sidecar holds them (``interact``,
 chosen on training photos by ``scripts/interact_grid.py``); the detector's sidecar settings
@@ -48,7 +49,7 @@ Point = tuple[float, float]
 #: Where the answered pixels came from, most to least informed.
 SOURCES = ("model", "evidence", "map", "disc")
 #: How the classifier's region and the evidence make the model's candidate (``InteractSettings``).
-REGION_RULES = ("cut", "component")
+REGION_RULES = ("cut", "component", "union")
 #: One candidate: its source, its mask (``None``: nothing of that kind) and the mask whose
 #: connected pieces join the candidate's pieces into one object (``None``: ``group_px`` only).
 Candidate = tuple[str, np.ndarray | None, np.ndarray | None]
@@ -246,8 +247,10 @@ def model_candidates(predictor: DefectMapPredictor, settings: InteractSettings,
         evidence = strict.evidence_map(window)
         near = grow(region, dilation)
         joins = near if settings.region == "component" else None
-        return [("model", evidence & near, joins), ("evidence", evidence, None),
-                ("map", region, None)]
+        model = evidence & near
+        if settings.region == "union":
+            model |= close_mask(region, m.closing_size)
+        return [("model", model, joins), ("evidence", evidence, None), ("map", region, None)]
 
     return candidates
 
