@@ -30,8 +30,11 @@ from defectcam.core.interact import (
 )
 from defectcam.core.options import InteractOptions, Limits, OptionError
 from defectcam.core.predictor import DefectMapPredictor
+from defectcam.core.proposer import DefectProposer
 from defectcam.core.weights import WeightsError, WeightsMetadata, read_metadata, save_weights
 from defectcam.feedback import read_log
+from defectcam.serving.interaction_log import ProposalLog
+from defectcam.serving.interactor import InteractorService
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from function_support import BAD_REQUESTS, environment, materialise  # noqa: E402
@@ -221,6 +224,29 @@ def test_the_weights_carry_the_interactor_settings(fitted_crack_model, tmp_path)
         read_metadata(bad)
     with pytest.raises(ValueError, match="unknown interact settings"):
         InteractSettings.from_dict({"dilate": 3})
+
+
+def test_a_click_takes_the_interactors_own_steps_not_the_detectors(fitted_crack_model,
+                                                                     tmp_path):
+    """Weights that recommend AdvCAM steps to the detector may answer a click with fewer
+    (sidecar ``interact.iterations``); a request's own ``iterations`` still wins."""
+    image, long_crack, _ = crack_scene()
+    y = float(np.nonzero(long_crack[:, 60])[0].mean())
+    log = ProposalLog(tmp_path / "log.sqlite")
+    steps = {}
+    for interact_steps in (None, 0):
+        meta = WeightsMetadata(**{**CRACK_META, "iterations": 1},
+                               interact={"max_grows": 0, "iterations": interact_steps})
+        proposer = DefectProposer([DefectMapPredictor(fitted_crack_model, meta, "cpu",
+                                                      precision="fp32")])
+        service = InteractorService(proposer, log=log)
+        for asked in (None, 1):
+            service.interact(image, InteractOptions(((60.0, y),), iterations=asked))
+            steps[interact_steps, asked] = read_log(tmp_path / "log.sqlite")[-1].params[
+                "iterations"]
+    assert steps == {(None, None): 1, (None, 1): 1, (0, None): 0, (0, 1): 1}
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        InteractSettings(iterations=-1)
 
 
 # --------------------------------------------------------------------------- the face

@@ -90,6 +90,8 @@ class InteractSettings:
     :data:`~defectcam.core.refine.EVIDENCE_KINDS`: that kind's strict form (weights without
     a refinement, such as a pixel head's); ``"weights"``: the weights' refinement as the
     detector uses it (its own sensitivity); ``"none"``: the region alone, closed.
+    ``iterations``: AdvCAM steps at a click (``None``: the weights' recommendation for the
+    detector; a click is answered at once, so it may take fewer).
     """
 
     window: int = 0
@@ -104,6 +106,7 @@ class InteractSettings:
     dilation: int | None = None
     region: str = "cut"
     evidence: str | None = None
+    iterations: int | None = None
 
     def __post_init__(self) -> None:
         if min(self.window, self.group_px, self.max_grows, self.max_side, self.fill) < 0 or min(
@@ -116,6 +119,8 @@ class InteractSettings:
             raise ValueError(f"cam_threshold must be in [0, 1], got {self.cam_threshold}")
         if self.dilation is not None and self.dilation < 0:
             raise ValueError(f"dilation must be >= 0, got {self.dilation}")
+        if self.iterations is not None and self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if self.region not in REGION_RULES:
             raise ValueError(f"unknown region {self.region!r}; known: {', '.join(REGION_RULES)}")
         if self.evidence not in (None, "none", "weights", *EVIDENCE_KINDS):
@@ -195,7 +200,7 @@ def interact(predictor: DefectMapPredictor, image: np.ndarray, clicks: Clicks, *
             weights without evidence, the closing.
         image: the frame, upright RGB.
         clicks: points (and box) in frame pixels; they must lie inside the frame.
-        iterations: AdvCAM steps (``None``: the weights').
+        iterations: AdvCAM steps (``None``: the settings', then the weights').
         cam_threshold: binarisation of the map (``None``: the settings', then the weights').
         settings: window, snapping, growth and region rule (``None``: the weights'
             :attr:`~defectcam.core.weights.WeightsMetadata.interact`).
@@ -205,6 +210,8 @@ def interact(predictor: DefectMapPredictor, image: np.ndarray, clicks: Clicks, *
     """
     m = predictor.metadata
     settings = settings or InteractSettings.from_dict(m.interact)
+    if iterations is None:
+        iterations = settings.iterations
     candidates = model_candidates(predictor, settings, iterations, cam_threshold)
     height, width = image.shape[:2]
     factor = working_factor(width, height, 1.0, m.working_max_side)
