@@ -691,9 +691,14 @@ class DeadlinePlanner:
         else:  # even plain Grad-CAM does not fit: each defect a fair time (fair_times)
             self.level = len(self.ladder) - 1
             steps, screened = 0, False
+            needs = [w.seconds(self.costs, 0, False) for w in later]
+            times = fair_times(needs, max((budget - keep) * PLAN_SHARE, 0.0))
+            # The later defects' fair times stay theirs even when this defect's tiles run
+            # slower than estimated (a loaded machine): its calls stop before them.
+            keep = max(keep, min(sum(times[1:]), max(budget - 2 * work.first_batch(self.costs),
+                                                     0.0)))
             if work.quota is None or len(later) == 1:  # the last defect takes what is left
-                needs = [w.seconds(self.costs, 0, False) for w in later]
-                time = fair_times(needs, max((budget - keep) * PLAN_SHARE, 0.0))[0]
+                time = times[0]
                 share = time / needs[0] if needs[0] > 0 else 0.0
                 work.quota = work.run_in_share + math.floor(min(share, 1.0)
                                                             * len(work.remaining))
@@ -712,6 +717,6 @@ class DeadlinePlanner:
         mine = work.seconds(self.costs, steps, screened, len(tiles))
         allowance = mine * budget / planned if planned > 0 and budget > 0 else budget
         # The tiles never run into the proposals' planned time nor into the later defects'
-        # first batches.
+        # first batches (their fair times, when not all fits).
         floor = post + keep
         return work.start(tiles, steps, screened, allowance, self.end - floor)
