@@ -18,7 +18,8 @@ spellings that compute the same interactor run once). Settings for speed (``max_
 rounds of the interactor's tolerant IoU and Eq. 3 saving; a candidate that does not beat the
 baseline on both after every round ranks below any that does. The chosen settings are
 printed as JSON, written with the whole grid to ``--out``, and with ``--write`` into
-``weights/<defect>.json`` (``interact``). """
+``weights/<defect>.json`` (``interact``).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import numpy as np
 from defectcam.core.interact import InteractSettings, interact
 from defectcam.core.proposer import DefectProposer
 from defectcam.core.refine import Refinement
+from defectcam.core.weights import WeightsMetadata
 from defectcam.evaluation import interactive as ia
 from defectcam.evaluation.run import folder_items
 from defectcam.evaluation.timesave import GroupThresholds
@@ -65,7 +67,7 @@ class CachedMaps:
         return self.maps[key]
 
 
-def effective(settings: InteractSettings, md) -> tuple:
+def effective(settings: InteractSettings, md: WeightsMetadata) -> tuple:
     """What an interactor computes, whatever the spelling: the evidence its settings resolve
     to (as ``core.interact.model_candidates``), and the region settings only where an
     evidence is there for them to act on."""
