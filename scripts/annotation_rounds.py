@@ -212,8 +212,8 @@ def main() -> int:
                            export)
         saved = folder / "batch-saving"
         # every batch frame was finished: proposals on frames without the defect count too
-        if not (saved / "report.json").is_file() or "every frame" not in json.loads(
-                (saved / "report.json").read_text())["config"].get("data_description", ""):
+        if not (saved / "report.json").is_file() or not json.loads(
+                (saved / "report.json").read_text())["config"]["options"].get("all_frames"):
             defectcam("evaluate", "--weights", str(model(k - 1)), "--defect", d, "--cvat-xml",
                       str(export), "--all-frames", "--images", str(data), "--out", str(saved),
                       "--max-side", "1024", "--baseline", "--gallery", "0", "--no-progress",
