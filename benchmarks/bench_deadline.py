@@ -43,14 +43,15 @@ FULL = [("fresh, 45 MP first", ["45mp"], 0), ("tiny, then 45 MP", ["8x8", "45mp"
 SHORT = [("tiny, then large", ["8x8", "36mp"], 0), ("2 MP, then large", ["2mp", "36mp"], 0)]
 
 
-def function_env(deadline: float, log_db: Path) -> dict[str, str]:
-    """``function.yaml``'s environment, with the repository's weights, a temporary log and
-    the given deadline."""
+def function_env(deadline: float, log_db: Path, weights: Path = REPO / "weights"
+                 ) -> dict[str, str]:
+    """``function.yaml``'s environment, with ``weights``, a temporary log and the given
+    deadline."""
     import yaml
 
     spec = yaml.safe_load((REPO / "function.yaml").read_text())["spec"]
     env = {item["name"]: str(item.get("value", "")) for item in spec.get("env", [])}
-    env.update(DEFECTCAM_WEIGHTS=str(REPO / "weights"), DEFECTCAM_LOG_DB=str(log_db),
+    env.update(DEFECTCAM_WEIGHTS=str(weights), DEFECTCAM_LOG_DB=str(log_db),
                DEFECTCAM_DEADLINE=f"{deadline:g}")
     return env
 
@@ -114,7 +115,10 @@ def run_worker(code: Path, frames: list[Path], log_db: Path) -> list[dict]:
 def run_sequence(code: Path, frames: list[Path], deadline: float, busy: int,
                  folder: Path) -> list[dict]:
     log_db = folder / f"log-{time.monotonic_ns()}.sqlite"
-    env = {**os.environ, **function_env(deadline, log_db), "PYTHONPATH": str(code)}
+    # The baseline runs with its own commit's weights: today's sidecars hold keys its
+    # reader refuses.
+    weights = code / "weights" if (code / "weights").is_dir() else REPO / "weights"
+    env = {**os.environ, **function_env(deadline, log_db, weights), "PYTHONPATH": str(code)}
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(busy)]
     try:
@@ -131,11 +135,12 @@ def run_sequence(code: Path, frames: list[Path], deadline: float, busy: int,
 
 
 def unpack(commit: str, folder: Path) -> Path:
-    """The baseline's function code at ``commit``, from git, in ``folder``."""
+    """The baseline's function code and weights at ``commit``, from git, in ``folder``."""
     target = folder / f"code-{commit[:12]}"
     target.mkdir(exist_ok=True)
     archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "defectcam",
-                              "main.py", "model_handler.py"], capture_output=True, check=True)
+                              "main.py", "model_handler.py", "weights"],
+                             capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
 
@@ -167,7 +172,8 @@ def report(results: list[tuple[str, str, list[dict]]], deadline: float, host: st
         "from the base64 body to the JSON answer; ratio: time / deadline (target: at most "
         "1.05). Per defect: tiles run / tiles of the frame (steps: tiles per AdvCAM steps T; "
         "the proposals' size when the deadline made them smaller). Baseline: "
-        f"`{baseline[:12]}` (before the deadline became a planner), same frames, same run.",
+        f"`{baseline[:12]}` (before the deadline became a planner) with that commit's weights, "
+        "same frames, same run.",
         "", "| code | sequence | frame | time (s) | ratio | shapes | "
         + " | ".join(labels) + " |",
         "|---|---|---|---:|---:|---:|" + "---|" * len(labels)]
