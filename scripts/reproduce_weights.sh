@@ -21,12 +21,12 @@ runs=$(realpath -m "${RUNS:-runs}")
 # 50 steps; the best held-apart F1 was epoch 28's).
 # The shipped spalling is the second stage's round 1 (started from that click classifier),
 # served at a working longer side of 384 px chosen on training photos (model card); the
-# shipped crack is its round 3; the shipped rust its round 3, fitted to rust colours by
+# shipped crack is its round 5; the shipped rust its round 3, fitted to rust colours by
 # settings chosen on training photos (scripts/refine_grid.py).
 case "$defect" in
   spalling) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=11 d_steps=40 d_max_side=0 d_rounds=1 ;;
   rust) d_crop=96 d_per_click=3 d_other=150 d_precision=auto d_epochs=30 d_steps=50 d_max_side=1024 d_rounds=3 ;;
-  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 d_rounds=3 ;;
+  *) d_crop=64 d_per_click=2 d_other=0 d_precision=fp32 d_epochs=12 d_steps=40 d_max_side=0 d_rounds=5 ;;
 esac
 rounds=${ROUNDS:-$d_rounds}
 crop=${CROP:-$d_crop}
@@ -70,7 +70,7 @@ chosen = {
     "spalling-pixels": {"working_max_side": 384, "interact": {
         "cam_threshold": 0.3, "dilation": 0, "evidence": "rough-dark", "fill": 8,
         "max_side": 2048}},
-    # crack: AdvCAM's T = 2 beats T = 0 on its round-3 maps (model card); a click keeps T = 0
+    # crack: AdvCAM's T = 2 beats T = 0 on its round-5 maps (model card); a click keeps T = 0
     "rust-pixels": {"cam_threshold": 0.05, "confidence": "near-peak", "min_area": 64,
                     "refinement": {"evidence": "rust-colour", "dilation": 32, "kernel_px": 15,
                                    "k": 55, "keep": "pixels", "fill": 0},
