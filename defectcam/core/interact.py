@@ -146,6 +146,10 @@ class InteractSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def steps(self, detector_steps: int) -> int:
+        """AdvCAM steps at a click: the settings' own, else the detector's (the weights')."""
+        return detector_steps if self.iterations is None else self.iterations
+
 
 @dataclass
 class InteractResult:
@@ -211,7 +215,7 @@ def interact(predictor: DefectMapPredictor, image: np.ndarray, clicks: Clicks, *
     m = predictor.metadata
     settings = settings or InteractSettings.from_dict(m.interact)
     if iterations is None:
-        iterations = settings.iterations
+        iterations = settings.steps(m.iterations)
     candidates = model_candidates(predictor, settings, iterations, cam_threshold)
     height, width = image.shape[:2]
     factor = working_factor(width, height, 1.0, m.working_max_side)

@@ -678,8 +678,8 @@ class DeadlinePlanner:
         budget = left - post - sum(w.call_seconds(self.costs) for w in later)
         # Each later defect keeps the time of one batch, so none is left without a tile,
         # but never this defect's own first batch (with room for its estimate's error).
-        keep = min(sum(w.first_batch(self.costs) for w in later[1:]),
-                   max(budget - 2 * work.first_batch(self.costs), 0.0))
+        room = max(budget - 2 * work.first_batch(self.costs), 0.0)
+        keep = min(sum(w.first_batch(self.costs) for w in later[1:]), room)
         chosen = (plan(later, self.costs, budget * PLAN_SHARE, self.ladder, self.level)
                   if work.quota is None else None)
         if chosen is not None:
@@ -695,8 +695,7 @@ class DeadlinePlanner:
             times = fair_times(needs, max((budget - keep) * PLAN_SHARE, 0.0))
             # The later defects' fair times stay theirs even when this defect's tiles run
             # slower than estimated (a loaded machine): its calls stop before them.
-            keep = max(keep, min(sum(times[1:]), max(budget - 2 * work.first_batch(self.costs),
-                                                     0.0)))
+            keep = max(keep, min(sum(times[1:]), room))
             if work.quota is None or len(later) == 1:  # the last defect takes what is left
                 time = times[0]
                 share = time / needs[0] if needs[0] > 0 else 0.0

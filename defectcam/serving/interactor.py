@@ -118,8 +118,7 @@ class InteractorService:
         if iterations is None:
             metadata = self.proposer.predictors[label].metadata
             settings = self.interact_settings or InteractSettings.from_dict(metadata.interact)
-            wanted = metadata.iterations if settings.iterations is None else settings.iterations
-            iterations = min(wanted, self.limits.max_iterations)
+            iterations = min(settings.steps(metadata.iterations), self.limits.max_iterations)
         elif iterations > self.limits.max_iterations:
             raise OptionError(f"'iterations' must be between 0 and "
                               f"{self.limits.max_iterations}, got {iterations}", "iterations")
