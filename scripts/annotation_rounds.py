@@ -115,6 +115,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40, help="optimiser steps per epoch")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--round-lr", type=float, default=None,
+                   help="learning rate of rounds 1 and later, which fine-tune the previous "
+                        "round's model (default: --lr); a lower one keeps a fine-tune from "
+                        "leaving the good model it starts from")
     p.add_argument("--pseudo-iterations", type=int, default=0)
     p.add_argument("--val-limit", type=int, default=60)
     p.add_argument("--val-other", type=int, default=10)
@@ -149,8 +153,7 @@ def main() -> int:
     train_options = ["--images", str(data), "--crop-size", str(args.crop_size),
                      "--crops-per-click", str(args.crops_per_click), "--epochs",
                      str(args.epochs), "--max-steps-per-epoch", str(args.steps),
-                     "--patience", str(args.patience), "--lr", str(args.lr),
-                     "--micro-batch", "16", "--no-progress"]
+                     "--patience", str(args.patience), "--micro-batch", "16", "--no-progress"]
     val_options = ["--split", "val", "--limit", str(args.val_limit), "--other-sources",
                    str(args.val_other), "--max-side", "1024", "--baseline", "--gallery", "2",
                    "--no-progress", "--data-root", str(data)]
@@ -165,6 +168,7 @@ def main() -> int:
         if not model(k).is_file() or ckpt.is_file():  # not yet trained, or interrupted
             defectcam("train", "--defect", d, "--clicks", *map(str, clicks), "--masks",
                       *map(str, masks), "--resume", str(start), "--out", str(model(k)),
+                      "--lr", str(args.lr if k == 0 else (args.round_lr or args.lr)),
                       *train_options, log=log)
             # kept beside the weights, renamed: a finished round is not resumed again
             for suffix in (".safetensors", ".json"):

@@ -10,8 +10,8 @@ where the answer was most wrong) with the interactor's own code, beside the clic
 with the same shared settings (window, snapping, growth, fill). The classifier's map of a
 window is computed once and cached in memory, so the grid costs the classifier's passes once.
 
-Grid: the region rule (``cut``, ``component``, ``union``), the region's threshold and
-dilation, the evidence (the weights', or the defect's own kind for weights without one), the
+Grid: the region rule (``cut``, ``component``, ``union``), the region's threshold (and its
+share of the map at the clicks, ``click_share``, off unless given) and dilation, the evidence (the weights', or the defect's own kind for weights without one), the
 fill (shared with the baseline: a candidate must beat the baseline at its strongest fill;
 spellings that compute the same interactor run once). Settings for speed (``max_grows``,
 ``max_side``) are given, not searched. Score (higher is better): the mean over the click
@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Values searched (``--grid key=v1,v2`` replaces one); evidence ``null``: the strict form of
 #: the weights' evidence, ``weights``: the detector's own.
 GRID = {"region": ("cut", "component", "union"), "cam_threshold": (0.2, 0.3, 0.5),
-        "dilation": (0, 16, 48), "fill": (0, 8), "evidence": (None, "weights", "kind")}
+        "dilation": (0, 16, 48), "fill": (0, 8), "evidence": (None, "weights", "kind"),
+        "click_share": (None,)}
 #: ``kind``: the defect's own evidence kind in its strict form (weights with no refinement,
 #: such as a pixel head's, have no evidence of their own).
 KINDS = {"crack": "dark-lines", "spalling": "rough-dark", "rust": "rust-colour"}
@@ -79,9 +80,9 @@ def effective(settings: InteractSettings, md: WeightsMetadata) -> tuple:
     else:
         evidence = None
     if evidence is None:
-        return (None, settings.cam_threshold, settings.fill)
-    return (str(evidence), settings.region, settings.cam_threshold, settings.dilation,
-            settings.fill)
+        return (None, settings.cam_threshold, settings.click_share, settings.fill)
+    return (str(evidence), settings.region, settings.cam_threshold, settings.click_share,
+            settings.dilation, settings.fill)
 
 
 def figures(summary: dict, method: str, label: str) -> dict:
@@ -95,6 +96,14 @@ def score(mine: dict, base: dict) -> tuple[bool, float]:
     beats = all(mine[r]["iou_tolerant"] > base[r]["iou_tolerant"]
                 and mine[r]["eq3"] > base[r]["eq3"] for r in mine)
     return beats, float(np.mean([(mine[r]["iou_tolerant"] + mine[r]["eq3"]) / 2 for r in mine]))
+
+
+def _value(text: str):
+    """One ``--grid`` value: JSON where it parses (null, 0.3), else the word itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def main() -> int:
@@ -111,6 +120,9 @@ def main() -> int:
                    help="max_side: the grown window's side (post-processing px), given")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="values of one searched setting (JSON each: null, 0.3, \"cut\")")
+    p.add_argument("--exclude-masks", type=Path, action="append", default=[], metavar="DIR",
+                   help="leave out the photos that have a mask here (a ``train --masks`` "
+                        "folder: photos whose truth the weights learnt flatter them)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--write", action="store_true", help="write the choice into the sidecar")
     args = p.parse_args()
@@ -120,12 +132,19 @@ def main() -> int:
         key, _, values = spec.partition("=")
         if key not in GRID:
             p.error(f"--grid: unknown setting {key!r}; known: {', '.join(GRID)}")
-        grid[key] = tuple(json.loads(v) if v[:1] in "0123456789n-" else v
-                          for v in values.split(","))
+        grid[key] = tuple(_value(v) for v in values.split(","))
     proposer = DefectProposer.from_weights(args.weights, precision="fp32")
     predictor = CachedMaps(proposer.predictors[args.defect])
     md = predictor.metadata
-    items = folder_items([args.defect], "train", limit=args.limit, seed=args.seed)
+    items = folder_items([args.defect], "train", seed=args.seed)
+    if args.exclude_masks:
+        learnt = {mask.relative_to(folder).with_suffix("").as_posix()
+                  for folder in args.exclude_masks for mask in folder.rglob("*.png")}
+        items = [item for item in items if Path(item.image_id).with_suffix("").as_posix()
+                 not in learnt]
+    if len(items) > args.limit:
+        rng = np.random.default_rng(args.seed)
+        items = [items[i] for i in sorted(rng.choice(len(items), args.limit, replace=False))]
     base = InteractSettings.from_dict(md.interact)
     fixed = {k: v for k, v in (("max_grows", args.max_grows), ("max_side", args.max_window))
              if v is not None}
@@ -172,6 +191,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "defect": args.defect, "weights_sha256": md.sha256, "split": "train",
+        "excluded_masks": [str(folder) for folder in args.exclude_masks],
         "images": len(items), "seed": args.seed, "max_side": args.max_side,
         "grid": grid, "fixed": fixed, "chosen": chosen, "best": best, "rows": rows}, indent=1)
         + "\n")

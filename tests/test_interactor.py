@@ -181,6 +181,33 @@ def test_the_region_rules_cut_or_widen_the_evidence():
         InteractSettings(region="everything")
 
 
+def test_click_share_lowers_the_threshold_to_the_map_at_the_click():
+    """A map the model is unsure of (peak 0.2, below the 0.5 threshold) still outlines the
+    clicked defect with ``click_share``: the region is the map above a share of its value at
+    the least confident click, never above the threshold itself."""
+    image = np.full((40, 100, 3), 150, np.uint8)
+    cam = np.zeros((40, 100), np.float32)
+    cam[10:30, 10:40] = 0.2  # the clicked blob, weakly
+    cam[10:30, 60:90] = 0.05  # a fainter one elsewhere
+    plain = InteractSettings(evidence="none", cam_threshold=0.5)
+    shared = InteractSettings(evidence="none", cam_threshold=0.5, click_share=0.5)
+    _, mask, _ = model_candidates(_FixedMap(cam), plain)(image, [(20, 20)])[0]
+    assert not mask.any()
+    _, mask, _ = model_candidates(_FixedMap(cam), shared)(image, [(20, 20)])[0]
+    assert mask[20, 20] and mask[20, 35] and not mask[20, 75]
+    # two clicks: the least confident one sets the threshold (0.5 * 0.05)
+    _, mask, _ = model_candidates(_FixedMap(cam), shared)(image, [(20, 20), (75, 20)])[0]
+    assert mask[20, 20] and mask[20, 75]
+    # a confident click keeps the threshold: 0.5 * 1.0 is not below 0.5
+    strong = cam.copy()
+    strong[10:30, 10:40] = 1.0
+    _, mask, _ = model_candidates(_FixedMap(strong), shared)(image, [(20, 20)])[0]
+    assert mask[20, 20] and not mask[20, 75]
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="click_share"):
+            InteractSettings(click_share=bad)
+
+
 def test_fill_closes_the_answer_and_the_window_stops_at_max_side():
     image = np.zeros((100, 1000, 3), np.uint8)
     ring = np.zeros((100, 1000), np.uint8)
@@ -188,7 +215,7 @@ def test_fill_closes_the_answer_and_the_window_stops_at_max_side():
     line = np.zeros((100, 1000), bool)
     line[48:52, :] = True
 
-    def candidates(window):
+    def candidates(window, _):
         return [("evidence", ring[: window.shape[0], : window.shape[1]].astype(bool), None)]
 
     plain = click_mask(image, Clicks(((50.0, 31.0),)), candidates, "spalling",
@@ -197,7 +224,7 @@ def test_fill_closes_the_answer_and_the_window_stops_at_max_side():
                       settings=InteractSettings(window=100, fill=8))
     assert not plain.full_mask(100, 1000)[50, 50] and full.full_mask(100, 1000)[50, 50]
 
-    def running_line(window):  # an object that runs through every window it is given
+    def running_line(window, _):  # an object that runs through every window it is given
         return [("evidence", np.ones(window.shape[:2], bool), None)]
 
     free = click_mask(image, Clicks(((500.0, 50.0),)), running_line, "rust",

@@ -53,8 +53,9 @@ REGION_RULES = ("cut", "component", "union")
 #: One candidate: its source, its mask (``None``: nothing of that kind) and the mask whose
 #: connected pieces join the candidate's pieces into one object (``None``: ``group_px`` only).
 Candidate = tuple[str, np.ndarray | None, np.ndarray | None]
-#: A function from the window (RGB, at the post-processing size) to candidates, tried in order.
-Candidates = Callable[[np.ndarray], Sequence[Candidate]]
+#: A function from the window (RGB, at the post-processing size) and the positive clicks in
+#: its pixels ((x, y)) to candidates, tried in order.
+Candidates = Callable[[np.ndarray, Sequence[tuple[int, int]]], Sequence[Candidate]]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,10 @@ class InteractSettings:
     a refinement, such as a pixel head's); ``"weights"``: the weights' refinement as the
     detector uses it (its own sensitivity); ``"none"``: the region alone, closed.
     ``iterations``: AdvCAM steps at a click (``None``: the weights' recommendation for the
-    detector; a click is answered at once, so it may take fewer).
+    detector; a click is answered at once, so it may take fewer). ``click_share``: the
+    region's threshold falls to this share of the map's value at the clicks where that is
+    lower (the click says the defect is there, so a map the model is unsure of still outlines
+    it; the least confident click counts; ``None``: the threshold alone).
     """
 
     window: int = 0
@@ -107,6 +111,7 @@ class InteractSettings:
     region: str = "cut"
     evidence: str | None = None
     iterations: int | None = None
+    click_share: float | None = None
 
     def __post_init__(self) -> None:
         if min(self.window, self.group_px, self.max_grows, self.max_side, self.fill) < 0 or min(
@@ -121,6 +126,8 @@ class InteractSettings:
             raise ValueError(f"dilation must be >= 0, got {self.dilation}")
         if self.iterations is not None and self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.click_share is not None and not 0.0 < self.click_share <= 1.0:
+            raise ValueError(f"click_share must be in (0, 1], got {self.click_share}")
         if self.region not in REGION_RULES:
             raise ValueError(f"unknown region {self.region!r}; known: {', '.join(REGION_RULES)}")
         if self.evidence not in (None, "none", "weights", *EVIDENCE_KINDS):
@@ -251,8 +258,10 @@ def model_candidates(predictor: DefectMapPredictor, settings: InteractSettings,
     else:
         strict = None
 
-    def candidates(window: np.ndarray) -> list[Candidate]:
-        region = binarize_map(predictor.predict(window, iterations).cam_map, threshold)
+    def candidates(window: np.ndarray, positive: Sequence[tuple[int, int]] = ()
+                   ) -> list[Candidate]:
+        cam = predictor.predict(window, iterations).cam_map
+        region = binarize_map(cam, _click_threshold(cam, positive, threshold, settings))
         if strict is None:
             return [("model", close_mask(region, m.closing_size), None), ("map", region, None)]
         evidence = strict.evidence_map(window)
@@ -264,6 +273,19 @@ def model_candidates(predictor: DefectMapPredictor, settings: InteractSettings,
         return [("model", model, joins), ("evidence", evidence, None), ("map", region, None)]
 
     return candidates
+
+
+def _click_threshold(cam: np.ndarray, positive: Sequence[tuple[int, int]], threshold: float,
+                     settings: InteractSettings) -> float:
+    """The region's threshold: ``threshold``, or ``click_share`` of the map's value at the
+    least confident positive click (its peak within ``snap_px``) where that is lower."""
+    if settings.click_share is None or not positive:
+        return threshold
+    height, width = cam.shape[:2]
+    r = settings.snap_px
+    at_clicks = [float(cam[max(0, y - r) : min(height, y + r + 1),
+                           max(0, x - r) : min(width, x + r + 1)].max()) for x, y in positive]
+    return min(threshold, settings.click_share * min(at_clicks))
 
 
 # --------------------------------------------------------------------------- any candidates
@@ -367,7 +389,7 @@ def _window_mask(image: np.ndarray, window: tuple[int, int, int, int], clicks: C
     fallback = np.zeros((small_h, small_w), np.uint8)
     for x, y in positive:
         cv2.circle(fallback, (x, y), settings.snap_px, 1, thickness=-1)
-    sources = [(kind, mask, joins) for kind, mask, joins in candidates(small)
+    sources = [(kind, mask, joins) for kind, mask, joins in candidates(small, positive)
                if mask is not None and mask.any()]
     sources.append((SOURCES[-1], fallback.astype(bool), None))
     chosen, taken = np.zeros((small_h, small_w), bool), []

@@ -133,7 +133,8 @@ def shared_settings(settings: InteractSettings) -> InteractSettings:
     snapping, grouping, erasing, growth and fill)."""
     defaults = InteractSettings()
     return replace(settings, cam_threshold=defaults.cam_threshold, dilation=defaults.dilation,
-                   region=defaults.region, evidence=defaults.evidence)
+                   region=defaults.region, evidence=defaults.evidence,
+                   click_share=defaults.click_share)
 
 
 def baseline_method(label: str, window: int, working_max_side: int = 0,
@@ -157,7 +158,7 @@ def baseline_method(label: str, window: int, working_max_side: int = 0,
         height, width = image.shape[:2]
         factor = working_factor(width, height, 1.0, working_max_side)
         return click_mask(image, clicks,
-                          lambda small: [("evidence", baseline_map(small, label), None)],
+                          lambda small, _: [("evidence", baseline_map(small, label), None)],
                           label, factor, shared, default_window=window)
 
     return run
