@@ -1,6 +1,7 @@
 """Choose a defect's click-interactor settings (sidecar ``interact``) on TRAINING-split photos.
 
-    python scripts/interact_grid.py spalling --limit 40 --out runs/interact-grid/spalling.json
+    python scripts/interact_grid.py spalling --limit 40 --out runs/interact-grid/spalling.json \
+        --exclude-masks runs/loop/spalling/annotated
     python scripts/interact_grid.py spalling --limit 40 --out ... --write   # into the sidecar
 
 The validation split is never looked at: the reported figures come from ``defectcam evaluate
@@ -11,14 +12,16 @@ with the same shared settings (window, snapping, growth, fill). The classifier's
 window is computed once and cached in memory, so the grid costs the classifier's passes once.
 
 Grid: the region rule (``cut``, ``component``, ``union``), the region's threshold (and its
-share of the map at the clicks, ``click_share``, off unless given) and dilation, the evidence (the weights', or the defect's own kind for weights without one), the
-fill (shared with the baseline: a candidate must beat the baseline at its strongest fill;
-spellings that compute the same interactor run once). Settings for speed (``max_grows``,
-``max_side``) are given, not searched. Score (higher is better): the mean over the click
-rounds of the interactor's tolerant IoU and Eq. 3 saving; a candidate that does not beat the
-baseline on both after every round ranks below any that does. The chosen settings are
-printed as JSON, written with the whole grid to ``--out``, and with ``--write`` into
-``weights/<defect>.json`` (``interact``).
+share of the map at the clicks, ``click_share``, off unless given) and dilation, the
+evidence (the weights', or the defect's own kind for weights without one), the fill (shared
+with the baseline: a candidate must beat the baseline at its strongest fill; spellings that
+compute the same interactor run once). ``--exclude-masks`` leaves out the photos whose truth
+a pixel head learnt (the loop's ``annotated/``): a search on them ranks its outline too high.
+Settings for speed (``max_grows``, ``max_side``) are given, not searched. Score (higher is
+better): the mean over the click rounds of the interactor's tolerant IoU and Eq. 3 saving;
+a candidate that does not beat the baseline on both after every round ranks below any that
+does. The chosen settings are printed as JSON, written with the whole grid to ``--out``,
+and with ``--write`` into ``weights/<defect>.json`` (``interact``).
 """
 
 from __future__ import annotations

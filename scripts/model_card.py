@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,24 +107,38 @@ def _split_runs(runs: dict) -> tuple[dict | None, dict | None]:
 ROUNDS_HEADING = "## The annotation loop, round by round"
 
 
-def rounds_section(loop: Path, figure: Path | None = None) -> list[str]:
-    """The card's last section: what a round is, the curve per defect (drawn to ``figure``,
-    beside the card) and the table of rounds."""
+def loop_runs(loops: Sequence[Path]) -> list[tuple[str, dict]]:
+    """(name, rounds) of every ``<loop>/<defect>/rounds.json``: the defect, followed by the
+    loop folder's name for every folder after the first (another run of the loop)."""
+    runs = []
+    for i, loop in enumerate(loops):
+        for path in sorted(loop.glob("*/rounds.json")):
+            name = path.parent.name + (f" ({loop.name})" if i else "")
+            runs.append((name, json.loads(path.read_text())))
+    return runs
+
+
+def rounds_section(loops: Sequence[Path], figure: Path | None = None) -> list[str]:
+    """The card's last section: what a round is, the curve per defect and loop run (drawn to
+    ``figure``, beside the card) and the table of rounds."""
     lines = [f"{ROUNDS_HEADING} (`scripts/annotation_rounds.py`)", "",
              "Round 0: the pixel stage on pseudo-masks of every clicked training photo. "
              "Round k: the round k-1 model proposed on batch k (its saving there is the "
              "team's), the finished batch and the feedback clicks trained round k. "
              "Validation: `defectcam evaluate --split val --limit 60 --other-sources 10 "
              "--max-side 1024`, the learning-free baseline in the same run, each round's model "
-             "as the loop wrote it (no working longer side). Shipped: spalling's round 1 "
-             "(with a working longer side of 384 px, figures above); crack and rust ship their "
-             "click stage.", ""]
-    if figure is not None and rounds_figure(loop, figure):
+             "as the loop wrote it (the map alone at threshold 0.5, no working longer side, no "
+             "fit to evidence). Shipped: crack's round 5, spalling's round 1 and rust's round 3 "
+             "of the first run, with the settings chosen afterwards (figures above). A name "
+             "followed by a folder is another run of the loop (its options: the experiments "
+             "above).", ""]
+    runs = loop_runs(loops)
+    if figure is not None and rounds_figure(runs, figure):
         lines += [f"![validation Eq. 3 and edit-cost saving per round]({figure.name})", ""]
-    return lines + [*rounds_rows(loop), ""]
+    return lines + [*rounds_rows(runs), ""]
 
 
-def rounds_figure(loop: Path, path: Path) -> bool:
+def rounds_figure(runs: Sequence[tuple[str, dict]], path: Path) -> bool:
     """Validation Eq. 3 and edit-cost saving per round and defect, the baseline dashed;
     False when no round has been validated."""
     import matplotlib
@@ -132,11 +147,10 @@ def rounds_figure(loop: Path, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     series = {}
-    for rounds_file in sorted(loop.glob("*/rounds.json")):
-        rounds = json.loads(rounds_file.read_text())
+    for name, rounds in runs:
         points = [(int(k), *_split_runs(r["val"])) for k, r in rounds.items() if r.get("val")]
         if points:
-            series[rounds_file.parent.name] = sorted(points, key=lambda p: p[0])
+            series[name] = sorted(points, key=lambda p: p[0])
     if not series:
         return False
     fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
@@ -159,7 +173,7 @@ def rounds_figure(loop: Path, path: Path) -> bool:
     return True
 
 
-def rounds_rows(loop: Path) -> list[str]:
+def rounds_rows(runs: Sequence[tuple[str, dict]]) -> list[str]:
     """The annotation loop per defect and round (``scripts/annotation_rounds.py`` writes
     ``<loop>/<defect>/rounds.json``): the round's model on validation beside the
     learning-free baseline, its training time, and the proposing model on its own batch."""
@@ -168,8 +182,8 @@ def rounds_rows(loop: Path) -> list[str]:
             "batch k by round k-1: Eq. 3 / edit-cost |",
             "|---|---|---|---|---|---|---|---|---|"]
     iou = lambda x: f"{x:.3f}"  # noqa: E731
-    for path in sorted(loop.glob("*/rounds.json")):
-        for k, r in sorted(json.loads(path.read_text()).items(), key=lambda kv: int(kv[0])):
+    for name, rounds in runs:
+        for k, r in sorted(rounds.items(), key=lambda kv: int(kv[0])):
             t = r.get("training", {})
             trained = "-"
             if t.get("seconds"):
@@ -182,7 +196,7 @@ def rounds_rows(loop: Path) -> list[str]:
             batch = (f"{pct(proposer['eq3'])} / {pct(proposer['edit_cost'])}" if proposer
                      else "-")
             rows.append(
-                f"| {path.parent.name} | {k} | {trained} | "
+                f"| {name} | {k} | {trained} | "
                 f"{iou(held) if held is not None else '-'} | "
                 f"{_pair(model, base, 'pixel_iou', iou)} | "
                 f"{_pair(model, base, 'fp_per_image', lambda x: f'{x:.2f}')} | "
@@ -201,9 +215,9 @@ def main() -> None:
     parser.add_argument("--experiments", type=Path,
                         default=REPO / "docs" / "model_card_experiments.md",
                         help="the experiment log (every configuration tried, kept or not)")
-    parser.add_argument("--rounds", type=Path, default=None,
+    parser.add_argument("--rounds", type=Path, nargs="+", default=None,
                         help="the annotation loop's folder (scripts/annotation_rounds.py "
-                             "--work), for its table of rounds")
+                             "--work), for its table of rounds; more folders: other runs")
     args = parser.parse_args()
     card = args.weights / "README.md"
     if args.eval is None:

@@ -66,15 +66,17 @@ chosen = {
         "fill": 0}, "interact": {"max_grows": 2, "max_side": 1024}},
     # second-stage models serve their pixel map; afterwards the working size (spalling) or
     # the fit to image evidence (rust) is chosen on training photos; interact: the click
-    # interactor's settings (scripts/interact_grid.py on training photos)
+    # interactor's settings (scripts/interact_grid.py --exclude-masks on training photos
+    # whose truth the rounds did not learn)
     "spalling-pixels": {"working_max_side": 384, "interact": {
-        "cam_threshold": 0.3, "dilation": 0, "evidence": "rough-dark", "fill": 8,
-        "max_side": 2048}},
+        "cam_threshold": 0.2, "dilation": 0, "evidence": "rough-dark", "fill": 8,
+        "click_share": 0.3, "max_side": 2048}},
     # crack: AdvCAM's T = 2 beats T = 0 on its round-5 maps (model card); a click keeps T = 0
     "rust-pixels": {"cam_threshold": 0.05, "confidence": "near-peak", "min_area": 64,
                     "refinement": {"evidence": "rust-colour", "dilation": 32, "kernel_px": 15,
                                    "k": 55, "keep": "pixels", "fill": 0},
-                    "interact": {"max_grows": 2, "max_side": 1024}},
+                    "interact": {"max_grows": 2, "max_side": 1024, "fill": 8,
+                                 "cam_threshold": 0.3, "dilation": 0}},
     "crack-pixels": {"iterations": 2, "interact": {"cam_threshold": 0.3, "dilation": 16,
                                                    "max_side": 2048, "iterations": 0}},
 }[setting]
