@@ -182,27 +182,29 @@ def test_the_region_rules_cut_or_widen_the_evidence():
 
 
 def test_click_share_lowers_the_threshold_to_the_map_at_the_click():
-    """A map the model is unsure of (peak 0.2, below the 0.5 threshold) still outlines the
-    clicked defect with ``click_share``: the region is the map above a share of its value at
-    the least confident click, never above the threshold itself."""
+    """A map the model is unsure of (0.3, below the 0.5 threshold) still outlines the clicked
+    defect with ``click_share`` 0.5: the threshold falls to half the map at the least
+    confident click, never above the threshold itself nor below half of it."""
     image = np.full((40, 100, 3), 150, np.uint8)
-    cam = np.zeros((40, 100), np.float32)
-    cam[10:30, 10:40] = 0.2  # the clicked blob, weakly
-    cam[10:30, 60:90] = 0.05  # a fainter one elsewhere
+    cam = np.full((40, 100), 0.001, np.float32)
+    cam[10:30, 10:40] = 0.3  # the clicked blob, weakly
+    cam[10:30, 60:75] = 0.2  # a fainter one
+    cam[10:30, 80:95] = 0.8  # a confident one
     plain = InteractSettings(evidence="none", cam_threshold=0.5)
     shared = InteractSettings(evidence="none", cam_threshold=0.5, click_share=0.5)
-    _, mask, _ = model_candidates(_FixedMap(cam), plain)(image, [(20, 20)])[0]
-    assert not mask.any()
-    _, mask, _ = model_candidates(_FixedMap(cam), shared)(image, [(20, 20)])[0]
-    assert mask[20, 20] and mask[20, 35] and not mask[20, 75]
-    # two clicks: the least confident one sets the threshold (0.5 * 0.05)
-    _, mask, _ = model_candidates(_FixedMap(cam), shared)(image, [(20, 20), (75, 20)])[0]
-    assert mask[20, 20] and mask[20, 75]
-    # a confident click keeps the threshold: 0.5 * 1.0 is not below 0.5
-    strong = cam.copy()
-    strong[10:30, 10:40] = 1.0
-    _, mask, _ = model_candidates(_FixedMap(strong), shared)(image, [(20, 20)])[0]
-    assert mask[20, 20] and not mask[20, 75]
+
+    def region(settings, clicks):
+        return model_candidates(_FixedMap(cam), settings)(image, clicks)[0][1]
+
+    assert not region(plain, [(20, 20)])[20, 20]
+    mask = region(shared, [(20, 20)])  # threshold 0.25
+    assert mask[20, 20] and mask[20, 35] and not mask[20, 65] and not mask[5, 50]
+    mask = region(shared, [(87, 20)])  # a confident click: threshold 0.4
+    assert mask[20, 87] and not mask[20, 20]
+    mask = region(shared, [(87, 20), (20, 20)])  # the least confident click counts
+    assert mask[20, 87] and mask[20, 20]
+    mask = region(shared, [(50, 5)])  # a click where the map is near zero: the floor, 0.25
+    assert not mask[5, 50] and not mask[20, 65] and mask[20, 20]
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="click_share"):
             InteractSettings(click_share=bad)

@@ -94,8 +94,10 @@ class InteractSettings:
     ``iterations``: AdvCAM steps at a click (``None``: the weights' recommendation for the
     detector; a click is answered at once, so it may take fewer). ``click_share``: the
     region's threshold falls to this share of the map's value at the clicks where that is
-    lower (the click says the defect is there, so a map the model is unsure of still outlines
-    it; the least confident click counts; ``None``: the threshold alone).
+    lower, never below this share of itself (the click says the defect is there, so a map
+    the model is unsure of still outlines it, while a map near zero at the click does not
+    make the whole window the region; the least confident click counts; ``None``: the
+    threshold alone).
     """
 
     window: int = 0
@@ -278,14 +280,16 @@ def model_candidates(predictor: DefectMapPredictor, settings: InteractSettings,
 def _click_threshold(cam: np.ndarray, positive: Sequence[tuple[int, int]], threshold: float,
                      settings: InteractSettings) -> float:
     """The region's threshold: ``threshold``, or ``click_share`` of the map's value at the
-    least confident positive click (its peak within ``snap_px``) where that is lower."""
+    least confident positive click (its peak within ``snap_px``) where that is lower, at
+    least ``click_share`` of ``threshold``."""
     if settings.click_share is None or not positive:
         return threshold
     height, width = cam.shape[:2]
     r = settings.snap_px
     at_clicks = [float(cam[max(0, y - r) : min(height, y + r + 1),
                            max(0, x - r) : min(width, x + r + 1)].max()) for x, y in positive]
-    return min(threshold, settings.click_share * min(at_clicks))
+    share = settings.click_share
+    return max(share * threshold, min(threshold, share * min(at_clicks)))
 
 
 # --------------------------------------------------------------------------- any candidates
