@@ -104,6 +104,11 @@ def test_weights_round_trip_gives_same_logits(tmp_path):
         torch.testing.assert_close(loaded(x).logit, original(x).logit)
     assert meta.tile_size == 256 and meta.mean == (0.485, 0.456, 0.406)
     assert find_weights(tmp_path) == {"rust": path}
+    # a training run's folder: its checkpoints (another JSON, no label) are not weights
+    for name in ("rust.checkpoint", "rust.finished-checkpoint"):
+        (tmp_path / f"{name}.safetensors").write_bytes(path.read_bytes())
+        (tmp_path / f"{name}.json").write_text('{"epoch": 3}')
+    assert find_weights(tmp_path) == {"rust": path}
 
 
 def test_weights_errors_name_the_file(tmp_path):

@@ -230,12 +230,17 @@ def load_weights(
     return model.to(device).eval(), metadata
 
 
+#: Names of training checkpoints, which a weights folder may hold beside the weights.
+CHECKPOINT_SUFFIXES = (".checkpoint.safetensors", ".finished-checkpoint.safetensors")
+
+
 def find_weights(source: str | Path | list[str | Path]) -> dict[str, Path]:
     """Map label -> weights file, from a directory of ``*.safetensors`` or a list of files."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        # Training checkpoints (<label>.checkpoint.safetensors) may sit beside the weights.
+        # Training checkpoints (<label>.checkpoint.safetensors, and the annotation loop's
+        # <label>.finished-checkpoint.safetensors) may sit beside the weights.
         paths = sorted(p for p in Path(source).glob("*.safetensors")
-                       if not p.name.endswith(".checkpoint.safetensors"))
+                       if not p.name.endswith(CHECKPOINT_SUFFIXES))
         if not paths:
             raise WeightsError(f"{source}: no *.safetensors weights in this directory")
     elif isinstance(source, (str, Path)):
