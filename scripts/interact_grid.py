@@ -43,6 +43,7 @@ from defectcam.core.weights import WeightsMetadata
 from defectcam.evaluation import interactive as ia
 from defectcam.evaluation.run import folder_items
 from defectcam.evaluation.timesave import GroupThresholds
+from defectcam.training.pseudo_masks import mask_file
 
 REPO = Path(__file__).resolve().parents[1]
 #: Values searched (``--grid key=v1,v2`` replaces one); evidence ``null``: the strict form of
@@ -140,11 +141,9 @@ def main() -> int:
     predictor = CachedMaps(proposer.predictors[args.defect])
     md = predictor.metadata
     items = folder_items([args.defect], "train", seed=args.seed)
-    if args.exclude_masks:
-        learnt = {mask.relative_to(folder).with_suffix("").as_posix()
-                  for folder in args.exclude_masks for mask in folder.rglob("*.png")}
-        items = [item for item in items if Path(item.image_id).with_suffix("").as_posix()
-                 not in learnt]
+    items = [item for item in items
+             if not any(mask_file(folder, item.image_id).is_file()
+                        for folder in args.exclude_masks)]
     if len(items) > args.limit:
         rng = np.random.default_rng(args.seed)
         items = [items[i] for i in sorted(rng.choice(len(items), args.limit, replace=False))]
